@@ -1,0 +1,46 @@
+"""``TrainConfig``: the method-independent knobs of one trial's training loop.
+
+Device, precision and DeepSpeed settings live here and nowhere else, so the same code runs
+on a laptop CPU and on a GPU cluster: only the config changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raypost.configs import check, check_choice, check_range, field
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+MODES = ("max", "min")
+
+
+@dataclass
+class TrainConfig:
+    method: str = field("dept", help="Post-training method: dept, im or pcp.")
+    model: str = field("minilm", help="Base model: HF id, local path, 'minilm' or 'tiny:<arch>'.")
+    steps: int = field(100, help="Optimizer steps per trial.")
+    batch_size: int = field(8, help="Micro-batch size per worker.")
+    grad_accum: int = field(1, help="Gradient-accumulation steps (DeepSpeed).")
+    eval_every: int = field(25, help="Evaluate, report to Tune and checkpoint every N steps.")
+    seed: int = field(0, help="Seed for data order and initialisation.")
+    device: str = field("auto", help="auto (CUDA when present), cpu or cuda.")
+    precision: str = field("fp32", help="fp32, bf16, or fp16 (CUDA only).")
+    zero_stage: int = field(1, help="DeepSpeed ZeRO stage 0-3.")
+    offload_optimizer: bool = field(False, help="ZeRO-Offload the optimizer state to CPU.")
+    weight_decay: float = field(0.0, help="AdamW weight decay.")
+    max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 disables).")
+    metric: str = field("eval_accuracy", help="Metric the sweep optimises and checkpoints keep.")
+    mode: str = field("max", help="max or min for `metric`.")
+
+    def __post_init__(self):
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("grad_accum", self.grad_accum, 1)
+        check_range("eval_every", self.eval_every, 1)
+        check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("zero_stage", self.zero_stage, (0, 1, 2, 3))
+        check_choice("mode", self.mode, MODES)
+        check(not (self.precision == "fp16" and self.device == "cpu"),
+              "precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
