@@ -28,6 +28,7 @@ def _sweep(sub):
     p.add_argument("--scheduler", choices=("asha", "fifo"), help="early stopping (default: the space's, else asha)")
     p.add_argument("--storage", help="shared folder for Ray checkpoints and the Optuna study (default: ./ray_results)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per trial before it errors")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a fixed value of the space")
     p.set_defaults(handler="raypost.tune.sweep:cli_sweep")
 

@@ -48,7 +48,8 @@ def split_flat(flat: dict[str, Any], *classes: type) -> tuple:
     """
     known = set().union(*(field_names(c) for c in classes))
     unknown = sorted(set(flat) - known)
-    check(not unknown, f"unknown config key {unknown[0]!r} (known keys: {', '.join(sorted(known))})")
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r} (known keys: {', '.join(sorted(known))})")
     return tuple(c(**{k: v for k, v in flat.items() if k in field_names(c)}) for c in classes)
 
 

@@ -6,8 +6,14 @@ METHODS = ("dept", "im", "pcp")
 
 
 def get_recipe(method: str):
+    """The recipe module of a built-in method, or of a dotted module path (user extensions)."""
     from raypost.errors import ConfigError
 
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    return importlib.import_module(f"raypost.recipes.{method}")
+    if method in METHODS:
+        return importlib.import_module(f"raypost.recipes.{method}")
+    if "." in method:
+        try:
+            return importlib.import_module(method)
+        except ImportError as exc:
+            raise ConfigError(f"method module {method!r} cannot be imported: {exc}") from None
+    raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")

@@ -42,9 +42,12 @@ class TrialSetup:
 
 
 def count_tokens(batch: Batch) -> int:
-    """Non-padding input tokens of a batch (for throughput)."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+    """Non-padding input tokens of a batch (for throughput); rows for non-text batches."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    if "input_ids" in batch:
+        return int(batch["input_ids"].numel())
+    return len(next(iter(batch.values())))
 
 
 def repeat_forever(make_epoch: Callable[[int], Iterator[Batch]]) -> Iterator[Batch]:

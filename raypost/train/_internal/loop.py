@@ -1,0 +1,169 @@
+"""The per-worker training loop every method shares (runs inside a Ray Train worker).
+
+recipe.setup -> deepspeed.initialize -> [resume from checkpoint] -> steps; every
+``eval_every`` steps: evaluate on rank 0, report metrics + a checkpoint to Ray Train (which
+forwards them to Tune for early stopping), flush buffered metrics to MLflow in one call, and
+log the adapter to MLflow when the trial metric improved. The adapter is logged here, not
+after ``fit()``, because Tune may stop a trial at any report and nothing after it would run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from raypost.recipes import get_recipe
+from raypost.recipes.base import count_tokens
+from raypost.train._internal.deepspeed_config import deepspeed_config, resolve_device
+from raypost.train.config import TrainConfig
+
+PRIVATE_PREFIX = "_"  # config keys the orchestration adds (run ids, URIs); not hyperparameters
+STATE_FILE = "trainer_state.json"
+ADAPTER_DIR = "adapter"
+DS_DIR = "deepspeed"
+CHECKPOINT_TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag folder
+
+
+def public_config(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if not k.startswith(PRIVATE_PREFIX)}
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    import deepspeed
+    import ray.train
+
+    from raypost.tracking.worker import WorkerLogger
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    flat = public_config(cfg)
+    train_cfg = TrainConfig(**{k: v for k, v in flat.items() if k in TrainConfig.__dataclass_fields__})
+    torch.manual_seed(train_cfg.seed)
+    device = resolve_device(train_cfg.device)
+
+    setup = get_recipe(train_cfg.method).setup(flat, rank, world)
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=setup.model, model_parameters=setup.param_groups,
+        config=deepspeed_config(train_cfg, world, device))
+    logger = WorkerLogger(cfg.get("_run_id"), cfg.get("_tracking_uri"), enabled=rank == 0)
+    logger.log_params({**setup.params, "world_size": world, "device": device.type,
+                       "optimizer": type(optimizer).__name__})
+
+    state = _restore(engine, ray.train.get_checkpoint())
+    step, best = state["step"], state.get("best")
+    if step:
+        logger.add(step, resumed_from_step=step)
+    better = (lambda a, b: a > b) if train_cfg.mode == "max" else (lambda a, b: a < b)
+    window_tokens, window_start = 0, time.perf_counter()
+    while step < train_cfg.steps:
+        for _ in range(train_cfg.grad_accum):
+            batch = {k: v.to(device) for k, v in next(setup.train_batches).items()}
+            loss = setup.compute_loss(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            window_tokens += count_tokens(batch)
+        step += 1
+        loss_value = _mean_across_ranks(loss.detach().float(), world)
+        logger.add(step, train_loss=loss_value,
+                   **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)})
+        if step % train_cfg.eval_every and step != train_cfg.steps:
+            continue
+        elapsed = time.perf_counter() - window_start
+        metrics = {"step": step, "train_loss": loss_value,
+                   "tokens_per_s": _sum_across_ranks(window_tokens, world) / max(elapsed, 1e-9),
+                   "peak_memory_mb": _peak_memory_mb(device),
+                   # replicas must hold identical trainable weights after the gradient all-reduce
+                   "replica_max_diff": _replica_max_diff(engine.module, world)}
+        if "trainable_params" in setup.params:  # a second objective for Pareto sweeps
+            metrics["trainable_params"] = setup.params["trainable_params"]
+        metrics.update(_broadcast(setup.evaluate(engine.module) if rank == 0 else None, world))
+        value = metrics.get(train_cfg.metric)
+        improved = value is not None and (best is None or better(value, best))
+        best = value if improved else best
+        logger.add(step, **metrics)
+        logger.flush()
+        _report(engine, setup, metrics, {"step": step, "best": best}, rank,
+                log_adapter=(lambda d: logger.log_adapter(d, train_cfg.metric, value, step)) if improved else None)
+        window_tokens, window_start = 0, time.perf_counter()
+    if rank == 0 and setup.final_evaluate is not None:
+        with tempfile.TemporaryDirectory() as out:
+            logger.log_final(setup.final_evaluate(engine.module, Path(out)), Path(out), step)
+
+
+def _report(engine, setup, metrics: dict, state: dict, rank: int, log_adapter=None) -> None:
+    """Every rank reports (Train V2 requires it) with its shard of the DeepSpeed state."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # frozen base weights are never checkpointed: only adapter, head and optimizer state
+        engine.save_checkpoint(os.path.join(tmp, DS_DIR), tag=CHECKPOINT_TAG, exclude_frozen_parameters=True)
+        if rank == 0:
+            setup.save_adapter(engine.module, Path(tmp) / ADAPTER_DIR)
+            (Path(tmp) / STATE_FILE).write_text(json.dumps({**state, "metrics": metrics}))
+            if log_adapter is not None:
+                log_adapter(Path(tmp) / ADAPTER_DIR)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _restore(engine, checkpoint) -> dict:
+    """Resume after a worker restart or a resumed sweep; returns the saved trainer state."""
+    if checkpoint is None:
+        return {"step": 0}
+    with checkpoint.as_directory() as path:
+        engine.load_checkpoint(os.path.join(path, DS_DIR), tag=CHECKPOINT_TAG, load_module_strict=False)
+        return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def _replica_max_diff(module, world: int) -> float:
+    """Largest difference between ranks of a checksum of the trainable weights (0 = in sync)."""
+    params = [p.detach().double() for p in module.parameters() if p.requires_grad]
+    local = _for_backend(torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]))
+    if world == 1:
+        return 0.0
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(gathered, local)
+    stacked = torch.stack(gathered)
+    return float((stacked.max(0).values - stacked.min(0).values).max())
+
+
+def _mean_across_ranks(value: torch.Tensor, world: int) -> float:
+    if world > 1:
+        value = _for_backend(value.clone())
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def _sum_across_ranks(value: int, world: int) -> int:
+    if world == 1:
+        return value
+    tensor = _for_backend(torch.tensor([value], dtype=torch.long))
+    dist.all_reduce(tensor)
+    return int(tensor)
+
+
+def _for_backend(tensor: torch.Tensor) -> torch.Tensor:
+    """NCCL reduces CUDA tensors only; gloo takes CPU tensors."""
+    on_nccl = dist.is_initialized() and dist.get_backend() == "nccl"
+    return tensor.cuda() if on_nccl else tensor.cpu()
+
+
+def _broadcast(obj, world: int):
+    if world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

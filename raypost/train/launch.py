@@ -1,0 +1,61 @@
+"""One trial as a Ray Train V2 ``TorchTrainer`` job: workers, failure handling, checkpoints.
+
+Used by every Tune trial of a sweep (``raypost.tune``) and by ``raypost train`` for one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raypost.configs import check
+
+
+@dataclass
+class Scaling:
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self):
+        check(self.workers >= 1, f"--workers={self.workers} must be at least 1")
+        check(self.gpus_per_worker >= 0, f"--gpus-per-worker={self.gpus_per_worker} must be >= 0")
+
+    def ray(self):
+        from ray.train import ScalingConfig
+
+        resources = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            resources["GPU"] = self.gpus_per_worker
+        return ScalingConfig(num_workers=self.workers, use_gpu=self.gpus_per_worker > 0,
+                             resources_per_worker=resources)
+
+
+def build_trainer(config: dict, scaling: Scaling, name: str, storage: str, *, metric: str, mode: str,
+                  keep_checkpoints: int = 2, max_failures: int = 2, callbacks=()):
+    """A ``TorchTrainer`` for ``config``. Calling ``fit()`` again with the same name and storage
+    resumes from the run's latest checkpoint (Train V2 restores by run name)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raypost.train._internal.loop import train_loop_per_worker
+
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=scaling.ray(),
+        # gloo on CPU, nccl on GPU: follows the resources, never hard-coded
+        torch_config=TorchConfig(backend="nccl" if scaling.gpus_per_worker else "gloo"),
+        run_config=RunConfig(
+            name=name, storage_path=storage, callbacks=list(callbacks),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints,
+                                               checkpoint_score_attribute=metric,
+                                               checkpoint_score_order=mode),
+            failure_config=FailureConfig(max_failures=max_failures)),
+    )
+
+
+def cli_train(args) -> int:
+    """``raypost train METHOD --config FILE``: one run, tracked in MLflow like a one-trial sweep."""
+    from raypost.tune.sweep import run_single
+
+    return run_single(args)
