@@ -50,6 +50,7 @@ def log_adapter_model(run_id: str, tracking_uri: str, adapter_dir: Path) -> str:
             name=MODEL_NAME, python_model=AdapterModel.create(), artifacts={"adapter": str(adapter_dir)},
             # raypost brings torch/transformers; skip MLflow's slow requirement inference
             pip_requirements=[f"raypost=={__version__}"])
+    client.update_run(run_id, status="RUNNING")  # leaving start_run() marked the run FINISHED
     client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
     return info.model_uri
 

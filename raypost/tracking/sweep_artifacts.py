@@ -41,6 +41,7 @@ def _fmt(value) -> str:
 def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir: Path | None) -> str:
     """Close dangling trials, log the summary and plots to the parent run, return the summary."""
     runs.close_dangling_trials(client, parent_run_id)
+    _tag_stopped_early(client, parent_run_id, results)
     metric, mode = space.metric, space.mode
     rows = trial_table(client, parent_run_id, metric, mode)
     table = format_table(rows, metric, list(space.search))
@@ -62,6 +63,16 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
         (_fmt(best[metric]) + f" (run {best['run_id']})" if best else "none")
     where = f"\nbest config: {experiment_dir / 'best_config.yaml'}" if best and experiment_dir else ""
     return f"{head}{where}\n\n{table}"
+
+
+def _tag_stopped_early(client, parent_run_id: str, results) -> None:
+    """Mark trials the scheduler stopped before their last step (from Tune's own results)."""
+    by_trial = {r.data.tags.get(runs.TRIAL_TAG): r.info.run_id for r in runs.trial_runs(client, parent_run_id)}
+    for result in results or []:
+        metrics, config = result.metrics or {}, result.config or {}
+        run_id = by_trial.get(metrics.get("trial_id"))
+        if run_id and "step" in metrics and "steps" in config:
+            client.set_tag(run_id, "raypost.stopped_early", str(metrics["step"] < config["steps"]).lower())
 
 
 def _parse(value: str):

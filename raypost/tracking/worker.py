@@ -30,7 +30,7 @@ class WorkerLogger:
             if new:
                 self.client.log_batch(self.run_id, params=new)
 
-    def add(self, step: int, **metrics: float) -> None:
+    def add(self, step: int, /, **metrics: float) -> None:
         if self.enabled:
             from mlflow.entities import Metric
 

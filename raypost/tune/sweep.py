@@ -69,10 +69,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         name=tune_ctx.get_trial_name(), storage=f"{ctx.storage}/{ctx.sweep}-train",
         metric=ctx.metric, mode=ctx.mode, keep_checkpoints=ctx.keep_checkpoints,
         max_failures=ctx.max_failures, callbacks=[TuneReportCallback()])
-    result = trainer.fit()  # the workers log metrics and the best adapter to the run as they go
-    last_step = int((result.metrics or {}).get("step", 0))
-    # Tune stops a trial early by ending its fit() at a report; record that it did
-    client.set_tag(run_id, "raypost.stopped_early", str(last_step < int(config.get("steps", 0))).lower())
+    trainer.fit()  # the workers log metrics and the best adapter to the run as they go
     client.set_terminated(run_id, status="FINISHED")
 
 
