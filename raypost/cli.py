@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from raypost.errors import RaypostError
@@ -132,6 +133,9 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, func = args.handler.split(":")
+    # MLflow's store set-up logs at INFO on stderr; keep stderr for raypost's own one-line errors
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return getattr(importlib.import_module(module), func)(args) or 0
     except RaypostError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from raypost.configs import field_names
+from raypost.configs import field_names, split_flat
 from raypost.errors import ConfigError
 from raypost.recipes import get_recipe
 
@@ -138,12 +138,30 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
         fail(f"samples={space.samples} must be at least 1")
     if space.scheduler not in ("asha", "fifo"):
         fail(f"scheduler={space.scheduler!r} is not asha or fifo")
+    _check_values(recipe, fixed, search, fail)
     if hasattr(recipe, "check_space"):  # method-specific limits, e.g. DePT's parameter budget
         try:
             recipe.check_space(fixed, search)
         except ConfigError as exc:
             fail(str(exc))
     return space
+
+
+def _check_values(recipe, fixed: dict, search: dict, fail) -> None:
+    """Build the method's config dataclasses at every extreme of the space (each searched key at
+    each of its range ends or categorical values, the others at their first value), so their
+    ``__post_init__`` checks run before any trial starts."""
+    first = {k: space_bounds(search, k, fixed, None)[0] for k in search}
+    variants = [{}] + [{key: value} for key in search for value in space_bounds(search, key, fixed, None)]
+    for variant in variants:
+        flat = {**fixed, **first, **variant}
+        try:
+            split_flat(flat, *recipe.CONFIG_CLASSES)
+        except ConfigError as exc:
+            where = f" (with {', '.join(f'{k}={v}' for k, v in variant.items())})" if variant else ""
+            fail(f"{exc}{where}")
+        except TypeError as exc:  # a value of the wrong type for a field
+            fail(f"invalid config value: {exc}")
 
 
 def _check_dist(key: str, spec: Any, fail) -> None:

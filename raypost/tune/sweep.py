@@ -111,7 +111,7 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
             trainable, param_space=dict(space.fixed),
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(_searcher(space, opts, OptunaSearch),
-                                              max_concurrent=_max_concurrent(opts.scaling)),
+                                              max_concurrent=_max_concurrent(opts.scaling)) if space.search else None,
                 scheduler=_scheduler(space, opts.scheduler, ASHAScheduler, FIFOScheduler),
                 num_samples=opts.samples, reuse_actors=False,
                 **({} if space.multi_objective else {"metric": space.metric, "mode": space.mode})),
@@ -191,6 +191,9 @@ def options_from_args(args, space: SearchSpace) -> SweepOptions:
 
 
 def cli_sweep(args) -> int:
+    from raypost.recipes import get_recipe
+
+    get_recipe(args.method)  # an unknown method is named before any file is looked for
     space = load_space(args.space or default_space_file(args.method), args.method, parse_overrides(args.set))
     opts = options_from_args(args, space)
     _, summary = run_sweep(space, opts)

@@ -1,0 +1,112 @@
+"""Every bad input of `raypost sweep` / `raypost train`: one line naming the problem, exit code,
+and nothing started (no Ray, no MLflow run) before the check."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from raypost.cli import main
+
+GOOD = """\
+method: raypost.recipes.synthetic
+samples: 2
+fixed: {steps: 10, eval_every: 5}
+search:
+  lr: {type: float, low: 0.01, high: 0.1, log: true}
+"""
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("method: dept\nfixed: {steps: [unclosed\n", "malformed YAML at line 3"),
+    (GOOD.replace("samples: 2", "sample: 2"), "unknown key 'sample'"),
+    (GOOD.replace("lr: {", "learning_rate: {"), "unknown config key search.learning_rate"),
+    (GOOD.replace("steps: 10", "stepz: 10"), "unknown config key fixed.stepz"),
+    (GOOD.replace("low: 0.01, high: 0.1", "low: 0.1, high: 0.01"), "search.lr: low=0.1 is greater than high=0.01"),
+    (GOOD.replace("{type: float, low: 0.01, high: 0.1, log: true}", "{type: categorical, values: []}"),
+     "search.lr: categorical needs a non-empty list of values"),
+    (GOOD.replace("type: float", "type: normal"), "search.lr needs a type"),
+    (GOOD.replace("samples: 2", "samples: 0"), "samples=0 must be at least 1"),
+    (GOOD.replace("fixed: {steps: 10, eval_every: 5}", "fixed: {steps: 0}"), "steps=0 is below its minimum 1"),
+])
+def test_bad_space_exits_2_with_one_line(tmp_path, capsys, text, expected, tracking_uri):
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(space),
+                    "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "ray"))
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("raypost: error: ") and expected in err[0], err
+    assert not (tmp_path / "mlflow.db").exists()  # failed before touching tracking
+    assert not (tmp_path / "ray").exists()
+
+
+def test_unknown_method(capsys):
+    code, err = run(capsys, "sweep", "nosuchmethod")
+    assert code == 2 and err == ["raypost: error: unknown method 'nosuchmethod'; expected one of dept, im, pcp"]
+
+
+def test_missing_space_file(capsys, tmp_path):
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "does not exist" in err[0] and "nope.yaml" in err[0]
+
+
+def test_resume_needs_name(capsys, tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text(GOOD)
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(space), "--resume")
+    assert code == 2 and err == ["raypost: error: --resume needs --name of the sweep to resume"]
+
+
+def test_unreachable_tracking_server_stops_before_ray(capsys, tmp_path):
+    import ray
+
+    space = tmp_path / "s.yaml"
+    space.write_text(GOOD)
+    started = ray.is_initialized()
+    t0 = time.monotonic()
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(space),
+                    "--tracking-uri", "http://127.0.0.1:9", "--storage", str(tmp_path / "ray"))
+    assert code == 3
+    assert len(err) == 1 and "MLflow tracking server http://127.0.0.1:9 is unreachable" in err[0]
+    assert time.monotonic() - t0 < 30
+    assert ray.is_initialized() == started and not (tmp_path / "ray").exists()
+
+
+def test_existing_sweep_name_needs_resume(capsys, tmp_path, tracking_uri, mlflow_client):
+    from raypost.tracking.runs import start_sweep_run
+
+    start_sweep_run(mlflow_client, "raypost.recipes.synthetic", "taken", resume=False, params={})
+    capsys.readouterr()  # MLflow's own store set-up messages
+    space = tmp_path / "s.yaml"
+    space.write_text(GOOD)
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(space), "--name", "taken",
+                    "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "ray"))
+    assert code == 3 and "sweep 'taken' already exists" in err[0] and "--resume" in err[0]
+
+
+def test_train_bad_config_key(capsys, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("steps: 5\nwarp_speed: 9\n")
+    code, err = run(capsys, "train", "raypost.recipes.synthetic", "--config", str(cfg))
+    assert code == 2 and "unknown config key fixed.warp_speed" in err[0]
+
+
+def test_train_help_config_lists_every_key(capsys):
+    assert main(["train", "raypost.recipes.synthetic", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    for key in ("steps", "zero_stage", "precision", "lr", "delta_rank"):
+        assert f"\n{key} " in out or out.startswith(f"{key} ")
+
+
+def test_fp16_on_cpu_is_refused(capsys, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("precision: fp16\ndevice: cpu\n")
+    code, err = run(capsys, "train", "raypost.recipes.synthetic", "--config", str(cfg))
+    assert code == 2 and "precision=fp16 needs a CUDA device" in err[0]
