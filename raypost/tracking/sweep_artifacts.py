@@ -58,7 +58,11 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
     if experiment_dir is not None:
         _log_optuna_plots(client, parent_run_id, experiment_dir, space)
     errors = sum(1 for r in results if r.error) if results is not None else 0
-    client.set_terminated(parent_run_id, status="FAILED" if best is None else "FINISHED")
+    interrupted = results is not None and len(results) < space.samples
+    # an interrupted sweep stays resumable: KILLED now, RUNNING again on --resume
+    client.set_terminated(parent_run_id, status="KILLED" if interrupted else "FAILED" if best is None else "FINISHED")
+    if interrupted:
+        return f"sweep interrupted after {len(rows)} of {space.samples} trials; continue it with --resume"
     head = f"sweep finished: {len(rows)} trials, {errors} errored; best {metric} = " + \
         (_fmt(best[metric]) + f" (run {best['run_id']})" if best else "none")
     where = f"\nbest config: {experiment_dir / 'best_config.yaml'}" if best and experiment_dir else ""
