@@ -23,6 +23,7 @@ RAY_DEFAULTS = {
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 STORAGE_ENV = "RAYPOST_STORAGE"
+OPTUNA_STORAGE_ENV = "RAYPOST_OPTUNA_STORAGE"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_STORAGE = "ray_results"
 
@@ -63,3 +64,21 @@ def storage_path(cli_value: str | None = None) -> str:
     """Where Ray Train/Tune checkpoints and the Optuna journal go (shared storage on a cluster)."""
     path = cli_value or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
     return path if "://" in path else str(Path(path).resolve())
+
+
+def optuna_storage(study_dir: str):
+    """The Optuna study's storage: ``$RAYPOST_OPTUNA_STORAGE`` (a database URL, as on a cluster
+    whose checkpoints live in object storage), else a journal file in the sweep's folder."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    url = os.environ.get(OPTUNA_STORAGE_ENV)
+    if url:
+        return RDBStorage(url)
+    if "://" in study_dir:
+        from raypost.errors import ConfigError
+
+        raise ConfigError(f"--storage {study_dir} is remote; set ${OPTUNA_STORAGE_ENV} to a database URL "
+                          "for the Optuna study (a journal file needs a shared filesystem)")
+    Path(study_dir).mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(Path(study_dir) / "optuna_journal.log")))

@@ -72,7 +72,15 @@ def _git_commit() -> str | None:
 
 def get_or_create_experiment(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    if exp:
+        return exp.experiment_id
+    uri = client.tracking_uri
+    # a local SQLite store keeps its artifacts beside the database, not in whatever folder the
+    # first run happened to start in, so `raypost ui` finds them from anywhere
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
 
 
 def find_sweep_run(client, sweep: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import yaml
@@ -38,7 +39,7 @@ def _fmt(value) -> str:
     return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
 
-def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir: Path | None) -> str:
+def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir: Path | None, study=None) -> str:
     """Close dangling trials, log the summary and plots to the parent run, return the summary."""
     runs.close_dangling_trials(client, parent_run_id)
     _tag_stopped_early(client, parent_run_id, results)
@@ -55,8 +56,8 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
             experiment_dir.mkdir(parents=True, exist_ok=True)
             (experiment_dir / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=True))
     client.log_text(parent_run_id, table, "summary.md")
-    if experiment_dir is not None:
-        _log_optuna_plots(client, parent_run_id, experiment_dir, space)
+    if study is not None:
+        _log_optuna_plots(client, parent_run_id, study, space)
     errors = sum(1 for r in results if r.error) if results is not None else 0
     interrupted = results is not None and len(results) < space.samples
     # an interrupted sweep stays resumable: KILLED now, RUNNING again on --resume
@@ -86,7 +87,7 @@ def _parse(value: str):
         return value
 
 
-def _log_optuna_plots(client, parent_run_id: str, experiment_dir: Path, space) -> None:
+def _log_optuna_plots(client, parent_run_id: str, study, space) -> None:
     """Optimisation history, parameter importances, parallel coordinates (Pareto front if 2 objectives)."""
     import matplotlib
 
@@ -94,15 +95,8 @@ def _log_optuna_plots(client, parent_run_id: str, experiment_dir: Path, space) -
     import matplotlib.pyplot as plt
     import optuna
     import optuna.visualization.matplotlib as ovm
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    journal = experiment_dir / "optuna_journal.log"
-    if not journal.exists():
-        return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=experiment_dir.name,
-                              storage=JournalStorage(JournalFileBackend(str(journal))))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     plots = {"parallel_coordinates": ovm.plot_parallel_coordinate}
     if space.multi_objective:
@@ -111,7 +105,8 @@ def _log_optuna_plots(client, parent_run_id: str, experiment_dir: Path, space) -
         plots["optimization_history"] = ovm.plot_optimization_history
         if len(complete) >= 2 and len(space.search) >= 2:
             plots["param_importances"] = ovm.plot_param_importances
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         for name, plot in plots.items():
             try:
                 if space.multi_objective and name == "parallel_coordinates":

@@ -121,19 +121,19 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
     results = tuner.fit()
     from raypost.tracking.sweep_artifacts import finish_sweep_run
 
-    summary = finish_sweep_run(client, parent_run_id, results, space, experiment)
+    study = None
+    if space.search:
+        import optuna
+
+        study = optuna.load_study(study_name=opts.name, storage=knobs.optuna_storage(f"{opts.storage}/{opts.name}"))
+    summary = finish_sweep_run(client, parent_run_id, results, space, experiment, study)
     return results, summary
 
 
 def _searcher(space: SearchSpace, opts: SweepOptions, OptunaSearch):
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    # The Optuna study lives in a journal file beside the Tune state (shared storage on a
+    # The study is persistent (journal file beside the Tune state, or a database on a
     # cluster), so `--resume` continues the same study instead of sampling from scratch.
-    study_dir = Path(opts.storage) / opts.name
-    study_dir.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(study_dir / "optuna_journal.log")))
+    storage = knobs.optuna_storage(f"{opts.storage}/{opts.name}")
     objectives = list(space.objectives)
     return OptunaSearch(space=space.optuna_space(), study_name=opts.name, storage=storage, seed=space.seed,
                         points_to_evaluate=space.points_to_evaluate or None,
