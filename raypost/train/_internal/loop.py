@@ -35,6 +35,16 @@ def public_config(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith(PRIVATE_PREFIX)}
 
 
+def resolved_config(recipe, flat: dict) -> dict:
+    """Every hyperparameter with its default filled in (ZeRO stage, precision, ...), for MLflow."""
+    import dataclasses
+
+    from raypost.configs import split_flat
+
+    return {f.name: getattr(obj, f.name) for obj in split_flat(flat, *recipe.CONFIG_CLASSES)
+            for f in dataclasses.fields(obj)}
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     import deepspeed
     import ray.train
@@ -48,18 +58,23 @@ def train_loop_per_worker(cfg: dict) -> None:
     torch.manual_seed(train_cfg.seed)
     device = resolve_device(train_cfg.device)
 
-    setup = get_recipe(train_cfg.method).setup(flat, rank, world)
+    recipe = get_recipe(train_cfg.method)
+    setup = recipe.setup(flat, rank, world)
     engine, optimizer, _, _ = deepspeed.initialize(
         model=setup.model, model_parameters=setup.param_groups,
         config=deepspeed_config(train_cfg, world, device))
     logger = WorkerLogger(cfg.get("_run_id"), cfg.get("_tracking_uri"), enabled=rank == 0)
-    logger.log_params({**setup.params, "world_size": world, "device": device.type,
-                       "optimizer": type(optimizer).__name__})
+    logger.log_params({**resolved_config(recipe, flat), **setup.params, "world_size": world,
+                       "device": device.type, "optimizer": type(optimizer).__name__})
 
     state = _restore(engine, ray.train.get_checkpoint())
     step, best = state["step"], state.get("best")
     if step:
         logger.add(step, resumed_from_step=step)
+    else:  # metrics of work setup() did before training (e.g. PCP stage 1); once, not on resume
+        for pre_step, pre in setup.pre_metrics:
+            logger.add(pre_step, **pre)
+        logger.flush()
     better = (lambda a, b: a > b) if train_cfg.mode == "max" else (lambda a, b: a < b)
     window_tokens, window_start = 0, time.perf_counter()
     while step < train_cfg.steps:
@@ -87,7 +102,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         value = metrics.get(train_cfg.metric)
         improved = value is not None and (best is None or better(value, best))
         best = value if improved else best
-        logger.add(step, **metrics)
+        logger.add(step, **{k: v for k, v in metrics.items() if k != "train_loss"})  # logged per step above
         logger.flush()
         _report(engine, setup, metrics, {"step": step, "best": best}, rank,
                 log_adapter=(lambda d: logger.log_adapter(d, train_cfg.metric, value, step)) if improved else None)
