@@ -16,7 +16,7 @@ from pathlib import Path
 
 from raypost.configs import check, check_choice, field, split_flat
 from raypost.errors import ConfigError
-from raypost.methods.dept import DeptConfig, DeptModel, dept_param_count
+from raypost.methods.dept import DeptConfig, DeptModel
 from raypost.recipes.base import TrialSetup
 from raypost.recipes.stepgame_task import (GENERATE, KINDS, TASK_FORMAT, StepgameDataConfig, StepgamePredictor,
                                            StepgameTask, data_paths)
@@ -164,6 +164,9 @@ def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) 
     directory = Path(adapter_dir)
     meta = json.loads((directory / ADAPTER_META).read_text())
     kind = meta["kind"]
+    if meta.get("task_format", TASK_FORMAT) != TASK_FORMAT:
+        raise ConfigError(f"{directory}: adapter learnt StepGame prompt format {meta['task_format']}, this "
+                          f"raypost writes format {TASK_FORMAT}")
     base = load_base(model or meta["model"], kind, num_labels=len(LABELS) if kind == "classifier" else None)
     dept = DeptModel.load_adapter(base, directory).eval()
     device = _inference_device()
@@ -177,4 +180,4 @@ def _inference_device():
 
 
 __all__ = ["CONFIG_CLASSES", "DeptTaskConfig", "setup", "check_space", "load_predictor", "build_model",
-           "resolve_kind", "dept_param_count", "ADAPTER_META"]
+           "resolve_kind", "ADAPTER_META"]

@@ -27,7 +27,7 @@ import torch
 from raypost.configs import check, check_range, field
 from raypost.errors import ConfigError, DataError
 from raypost.recipes.base import Batch, repeat_forever
-from raypost.stepgame.labels import ID2LABEL, LABEL2ID, LABEL_WORDS, LABELS, format_input, label_word, match_label
+from raypost.stepgame.labels import ID2LABEL, LABEL2ID, LABELS, format_input, label_word, match_label
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,8 @@ def answer_budget(tokenizer, kind: str) -> int:
     return max(len(ids) for ids in answer_ids(tokenizer, kind).values()) if kind != "classifier" else 0
 
 
-def encode(rows: Sequence[dict], tokenizer, kind: str, max_length: int, with_labels: bool = True) -> tuple[list[dict], int]:
+def encode(rows: Sequence[dict], tokenizer, kind: str, max_length: int,
+           with_labels: bool = True) -> tuple[list[dict], int]:
     """One ``{"input_ids", "labels"?}`` per row, and how many inputs were cut to ``max_length``.
 
     For ``causal`` the input is prompt + answer with labels -100 on the prompt (``prompt_len``
@@ -313,6 +314,16 @@ class StepgamePredictor:
         return preds
 
 
+@torch.no_grad()
+def _fingerprint(module) -> tuple[float, ...]:
+    sums = []
+    for p in module.parameters():
+        if p.requires_grad:
+            t = p.detach().double()
+            sums += [float(t.sum()), float(t.square().sum())]
+    return tuple(sums)
+
+
 # ---- the task a recipe wires in --------------------------------------------------------------
 class StepgameTask:
     """Train batches for one rank, plus ``evaluate`` / ``final_evaluate`` on the eval set.
@@ -330,7 +341,8 @@ class StepgameTask:
                                    noise=cfg.eval_noise, seed=cfg.data_seed, split=EVAL_SPLIT)
         self.train_examples, self.train_cut = encode(self.train_rows, tokenizer, kind, max_length)
         self.eval_examples, self.eval_cut = encode(self.eval_rows, tokenizer, kind, max_length)
-        for name, cut, n in (("train", self.train_cut, len(self.train_rows)), ("eval", self.eval_cut, len(self.eval_rows))):
+        for name, cut, n in (("train", self.train_cut, len(self.train_rows)),
+                             ("eval", self.eval_cut, len(self.eval_rows))):
             if cut:
                 log.warning("%d of %d %s inputs exceed %d tokens; their stories were cut from the start",
                             cut, n, name, max_length)
@@ -346,10 +358,11 @@ class StepgameTask:
         return model(**batch).loss
 
     def _predict(self, module) -> tuple[list[str | None], float | None]:
-        # The loop evaluates at the last step and calls final_evaluate right after, with the same
-        # weights: an optimizer step bumps each updated tensor's version, so equal versions mean
-        # equal weights and the predictions are reused instead of recomputed.
-        fingerprint = tuple((id(p), p.data_ptr(), p._version) for p in module.parameters() if p.requires_grad)
+        # The loop evaluates at the last step and calls final_evaluate right after with the same
+        # weights; predictions are reused when the trainable weights are unchanged. Checked by
+        # content (sum and sum of squares per tensor), not by tensor versions: optimizers such as
+        # DeepSpeed's write through ``param.data``, which leaves the version counter alone.
+        fingerprint = _fingerprint(module)
         if self._last is None or self._last[0] != fingerprint:
             preds, loss = run_model(module, self.tokenizer, self.kind, self.eval_examples, self.cfg.eval_batch_size)
             self._last = (fingerprint, preds, loss)
@@ -374,5 +387,5 @@ class StepgameTask:
 
 
 __all__ = ["StepgameDataConfig", "StepgameTask", "StepgamePredictor", "load_rows", "encode", "collate",
-           "train_batches", "run_model", "answer_budget", "answer_ids", "story_list", "ANSWER_PREFIX",
-           "TASK_FORMAT", "KINDS", "LABEL_WORDS"]
+           "train_batches", "run_model", "answer_budget", "answer_ids", "story_list", "parse_k_list", "data_paths",
+           "ANSWER_PREFIX", "TASK_FORMAT", "KINDS", "GENERATE", "TRAIN_SPLIT", "EVAL_SPLIT"]
