@@ -22,7 +22,10 @@ demo: install
 test: install
 	$(BIN)/pytest
 
+# The slow tests drive real programs: Chromium for the MLflow UI, sshd + rsync for `ray up`.
 test-slow: install
+	@command -v chromium >/dev/null && command -v sshd >/dev/null && command -v rsync >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium openssh-server rsync)
 	$(BIN)/pytest -m slow
 
 ui: install

@@ -68,7 +68,10 @@ def cli_predict(args) -> int:
 def ui_command(tracking_uri: str, port: int) -> list[str]:
     # bound to loopback: the UI has no authentication (on a cluster, reach it via an SSH tunnel)
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-            "--host", "127.0.0.1", "--port", str(port)]
+            "--host", "127.0.0.1", "--port", str(port),
+            # one worker: a researcher's UI needs no parallel request handling, and each worker
+            # process costs seconds of start-up and ~200 MB
+            "--workers", "1"]
 
 
 def cli_ui(args) -> int:
