@@ -3,6 +3,7 @@ with the same trials and MLflow runs, none duplicated."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,14 +44,16 @@ def _sweep_cmd(space, tmp_path, tracking_uri, address, *extra):
 
 
 def test_interrupted_sweep_resumes_without_duplicates(ray_cluster, tmp_path, tracking_uri, mlflow_client):
+    """Also the multi-objective option: accuracy up, trainable parameters down (a Pareto front)."""
     space = tmp_path / "space.yaml"
     space.write_text("""\
 method: raypost.recipes.synthetic
 samples: 3
-scheduler: fifo
+objectives: {eval_accuracy: max, trainable_params: min}
 fixed: {steps: 20, eval_every: 10, batch_size: 16}
 search:
   lr: {type: float, low: 0.01, high: 0.2, log: true}
+  delta_rank: {type: int, low: 1, high: 8}
 """)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "first.log", "w")
@@ -85,6 +88,14 @@ search:
     assert len(trials) == 3 and len({t.data.tags["raypost.trial_id"] for t in trials}) == 3
     assert all(t.info.status == "FINISHED" for t in trials)
     assert done_before <= {t.info.run_id for t in trials}  # finished trials were kept, not redone
+    parent_files = {a.path for a in mlflow_client.list_artifacts(sweeps[0].info.run_id, "optuna")}
+    assert "optuna/pareto_front.png" in parent_files
+    local = mlflow_client.download_artifacts(sweeps[0].info.run_id, "optuna/trials.json", str(tmp_path))
+    study = json.loads(open(local).read())
+    complete = [t for t in study if t["state"] == "COMPLETE"]
+    assert len(complete) == 3 and all(len(t["values"]) == 2 for t in complete)
+    for t in complete:  # the second objective is the exact adapter size of that trial
+        assert t["values"][1] == 2 * 16 * t["params"]["delta_rank"]
     for t in trials:
         if t.info.run_id in done_before:  # not trained again: one eval per 10 steps, no more
             assert [m.step for m in mlflow_client.get_metric_history(t.info.run_id, "eval_accuracy")] == [10, 20]
