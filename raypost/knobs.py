@@ -13,6 +13,9 @@ from pathlib import Path
 # so a trial with frequent reports spends most of its time idle. 0.1 s costs nothing here.
 RAY_DEFAULTS = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+    # Ray's 60 s for a worker group to start is too short on a busy 2-core machine (each worker
+    # imports torch and DeepSpeed); a timeout there only retries the same slow start.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
     "RAY_TRAIN_V2_ENABLED": "1",
     # keep Tune's console table readable: metrics only, no per-trial dumps
     "RAY_AIR_NEW_OUTPUT": "1",
