@@ -73,7 +73,7 @@ class SearchSpace:
             else:
                 dist = od.IntDistribution if kind == "int" else od.FloatDistribution
                 out[key] = dist(spec["low"], spec["high"], log=bool(spec.get("log", False)),
-                                step=spec.get("step"))
+                                step=spec.get("step", 1 if kind == "int" else None))  # Optuna: int step >= 1
         return out
 
     def as_dict(self) -> dict:

@@ -1,0 +1,17 @@
+"""The shipped search spaces load, validate and become Optuna distributions."""
+
+from __future__ import annotations
+
+import optuna.distributions as od
+
+from raypost.tune.space import default_space_file, load_space
+
+
+def test_default_dept_space_builds_optuna_distributions():
+    space = load_space(default_space_file("dept"), "dept")
+    dists = space.optuna_space()
+    m = dists["prompt_length"]
+    assert isinstance(m, od.IntDistribution) and (m.low, m.high, m.step) == (0, 40, 1)
+    assert isinstance(dists["lr_lowrank"], od.FloatDistribution) and dists["lr_lowrank"].log
+    assert dists["lr_prompt"].choices == (0.3, 0.4)
+    assert space.metric == "eval_accuracy" and space.mode == "max" and space.workers == 2
