@@ -39,6 +39,9 @@ class TrialSetup:
     """Derived values to log as MLflow params, e.g. exact trainable-parameter count, m, r."""
     final_evaluate: Callable[[nn.Module, Path], dict[str, float]] | None = None
     """Optional end-of-trial evaluation writing tables/plots into a folder (StepGame per k)."""
+    pre_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    """Optional ``(step, {metric: value})`` computed in ``setup`` before the loop trains (e.g. PCP's
+    stage-1 MLM loss curve); logged to MLflow once, before step 1 (not again on resume)."""
 
 
 def count_tokens(batch: Batch) -> int:
