@@ -68,6 +68,29 @@ def load_base(name: str, kind: str, num_labels: int | None = None, seed: int = 0
     return BaseModel(model=model, tokenizer=tokenizer, kind=kind, name=name)
 
 
+def load_tokenizer(name: str):
+    """The tokenizer ``load_base(name, ...)`` returns, without loading any weights (for adapters
+    that carry their own full weights, and for config checks on the sweep driver)."""
+    if name.startswith("tiny:"):
+        arch = name.split(":", 1)[1]
+        if arch not in TINY_ARCHS:
+            raise ConfigError(f"tiny model {arch!r} is unknown; expected one of {', '.join(TINY_ARCHS)}")
+        tokenizer = tiny_tokenizer()
+    else:
+        import transformers as tf
+
+        path = resolve_model_name(name)
+        if os.path.sep in path and not Path(path).exists():
+            raise ConfigError(f"model path {path!r} does not exist")
+        try:
+            tokenizer = tf.AutoTokenizer.from_pretrained(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot load the tokenizer of {path!r}: {str(exc).splitlines()[0]}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _pretrained(path: str, kind: str, num_labels: int | None, seed: int):
     import transformers as tf
 

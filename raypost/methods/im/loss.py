@@ -57,9 +57,10 @@ def output_only_loss(model: nn.Module, rows: list[Encoded], pad_token_id: int, b
     """Held-out loss on output tokens only (lambda = 0), averaged over all output tokens of ``rows``."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     num = den = 0.0
     for i in range(0, len(rows), batch_size):
-        batch = collate(rows[i:i + batch_size], pad_token_id, 0.0, kind)
+        batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size], pad_token_id, 0.0, kind).items()}
         n, d = weighted_ce_sums(model_logits(model, batch, kind), batch["labels"], batch["loss_weights"],
                                 shift=kind != "seq2seq")
         num, den = num + float(n), den + float(d)
