@@ -1,0 +1,511 @@
+"""Prompt-based continued pre-training (PCP) on StepGame: both stages in one trial. See docs/pcp.md.
+
+Stage 1 runs inside ``setup()``: masked-LM continued pre-training on *unlabelled* StepGame texts
+written into the prompt template (``cpt_steps`` steps at ``cpt_lr``, ``mask_prob`` masking), with a
+plain torch AdamW. It is data-parallel like stage 2: each rank masks its own shard of the texts
+and gradients are averaged with ``torch.distributed.all_reduce`` before every step, so all ranks
+take the same step from the same weights and end stage 1 with identical weights (checked: the
+loop's ``replica_max_diff``). Running stage 1 identically on every rank would also keep them in
+sync, but every extra worker would then redo the same work instead of adding data per step.
+
+Stage 2 is what the shared DeepSpeed loop trains: ``PromptMLMClassifier`` (the MLM head read at the
+template's mask slot, restricted to the verbalizer's label words) on a few labelled examples per
+relation (``labelled_per_label``), at ``ft_lr``. Both stages train every weight, as in the paper,
+so the saved "adapter" is the whole masked-LM model.
+
+Stage-1 losses are logged as the ``cpt_loss`` metric curve (``TrialSetup.pre_metrics``) and as
+params (``cpt_loss_first``/``cpt_loss_last``, and a fixed held-out probe before/after).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from raypost.configs import check, check_range, field, split_flat
+from raypost.errors import ConfigError, DataError
+from raypost.methods.pcp import (PcpConfig, PromptMLMClassifier, PromptTemplate, Verbalizer, load_mlm,
+                                 make_verbalizer, mlm_batches, mlm_loss, pcp_texts)
+from raypost.recipes.base import TrialSetup, repeat_forever, trainable_count
+from raypost.recipes.stepgame_task import (EVAL_SPLIT, GENERATE, TRAIN_SPLIT, StepgameDataConfig, StepgamePredictor,
+                                           data_paths, load_rows, parse_k_list, story_list)
+from raypost.stepgame.labels import LABELS, format_input
+from raypost.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+ADAPTER_META = "raypost_adapter.json"
+ROW_FIELDS = ("text", "story", "question")  # what a StepGame row fills in a template
+TASK_FORMAT = 1
+MAX_SPACE_COMBINATIONS = 4096
+WEIGHTS = ("full masked-LM model (save_pretrained): PCP fine-tunes every weight in both stages, so the "
+           "adapter is the whole model; load_predictor needs only the base model's tokenizer")
+
+
+@dataclass
+class PcpDataConfig:
+    """The few-label setting. Rows come from ``StepgameDataConfig`` (train_data, train_k, train_per_k):
+    a shuffled pool, split into labelled rows (stage 2) and unlabelled texts (stage 1)."""
+
+    labelled_per_label: int = field(16, help="Stage 2: labelled training examples per relation (9 StepGame "
+                                             "labels); 0 = every pool row (stage 1 then reads the same texts "
+                                             "without labels).")
+    unlabelled_size: int = field(1000, help="Stage 1: unlabelled StepGame texts (labels dropped; disjoint from "
+                                            "the labelled rows); 0 = every other pool row.")
+
+    def __post_init__(self):
+        check_range("labelled_per_label", self.labelled_per_label, 0)
+        check_range("unlabelled_size", self.unlabelled_size, 0)
+
+
+CONFIG_CLASSES = (TrainConfig, PcpConfig, StepgameDataConfig, PcpDataConfig)
+
+
+# ---- data -----------------------------------------------------------------------------------
+def template_row(row: dict) -> dict:
+    """The fields a template can use: ``{text}`` (what every StepGame model reads), ``{story}``, ``{question}``."""
+    story = story_list(row["story"])
+    return {"text": format_input(story, row["question"]), "story": " ".join(s.strip() for s in story),
+            "question": row["question"].strip()}
+
+
+def check_template(template: PromptTemplate) -> None:
+    unknown = [f for f in template.fields if f not in ROW_FIELDS]
+    if unknown:
+        raise ConfigError(f"template {template.template!r} has slot {{{unknown[0]}}}; StepGame rows fill "
+                          f"{', '.join('{' + f + '}' for f in ROW_FIELDS)} (and {{mask}})")
+
+
+def check_verbalizer(verbalizer: Verbalizer) -> None:
+    missing = [lab for lab in LABELS if lab not in verbalizer.labels]
+    extra = [lab for lab in verbalizer.labels if lab not in LABELS]
+    if missing or extra:
+        raise ConfigError(f"verbalizer {verbalizer} must map exactly the StepGame labels ({', '.join(LABELS)}); "
+                          + (f"missing {missing[0]!r}" if missing else f"unknown label {extra[0]!r}"))
+
+
+def split_pool(rows: list[dict], per_label: int, unlabelled_size: int, seed: int,
+               need_unlabelled: bool = True) -> tuple[list[dict], list[dict]]:
+    """(labelled rows, unlabelled rows) from one pool. The pool is shuffled (``seed``); the first
+    ``per_label`` rows of each label (that the pool has) are labelled and stage 1 takes ``unlabelled_size`` of the
+    others (0 = all), so the two are disjoint. ``per_label=0`` is the full-data setting: every row
+    is labelled and stage 1 reads the same texts without their labels. Too few rows of a label
+    (or for stage 1) raise ``DataError`` naming it."""
+    order = list(rows)
+    random.Random(f"pcp:{seed}").shuffle(order)
+    if per_label == 0:
+        labelled, rest = order, order
+    else:
+        taken: dict[str, int] = {}
+        labelled, rest = [], []
+        for row in order:
+            if taken.get(row["label"], 0) < per_label:
+                taken[row["label"]] = taken.get(row["label"], 0) + 1
+                labelled.append(row)
+            else:
+                rest.append(row)
+        for label in taken:  # labels the pool lacks (overlap at k=1) are not asked for
+            if taken[label] < per_label:
+                raise DataError(f"labelled_per_label={per_label} but the training pool has {taken[label]} "
+                                f"rows of label {label!r}; raise train_per_k or lower labelled_per_label")
+    if not need_unlabelled:
+        return labelled, []
+    if unlabelled_size and len(rest) < unlabelled_size:
+        raise DataError(f"unlabelled_size={unlabelled_size} but only {len(rest)} pool rows are left for stage 1; "
+                        "raise train_per_k or lower unlabelled_size")
+    return labelled, rest[:unlabelled_size] if unlabelled_size else rest
+
+
+def encode_prompts(clf: PromptMLMClassifier, rows: Sequence[dict], with_labels: bool = True) -> tuple[list[dict], int]:
+    """Each row templated once: ``{"input_ids", "mask_position", "label"?}``, and how many were cut
+    to ``max_prompt_length`` (the longest text field loses its end; never the template or mask)."""
+    tokenizer, out, cut = clf.tokenizer, [], 0
+    for row in rows:
+        filled = template_row(row)
+        ids, pos = clf.template.encode(filled, tokenizer, tokenizer.mask_token_id, clf.max_prompt_length)
+        full, _ = clf.template.encode(filled, tokenizer, tokenizer.mask_token_id, 10**9)
+        cut += len(ids) < len(full)
+        ex = {"input_ids": ids, "mask_position": pos}
+        if with_labels:
+            ex["label"] = clf.verbalizer.index(row["label"])
+        out.append(ex)
+    return out, cut
+
+
+def collate_prompts(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(examples):
+        ids[i, :len(e["input_ids"])], mask[i, :len(e["input_ids"])] = torch.tensor(e["input_ids"]), 1
+    batch = {"input_ids": ids, "attention_mask": mask,
+             "mask_positions": torch.tensor([e["mask_position"] for e in examples])}
+    if "label" in examples[0]:
+        batch["labels"] = torch.tensor([e["label"] for e in examples])
+    return batch
+
+
+def prompt_batches(examples: list[dict], pad_id: int, batch_size: int, rank: int, world_size: int, seed: int):
+    """This rank's stage-2 micro-batches forever (reshuffled per epoch, rank r takes r, r + world, ...)."""
+    if len(examples) < batch_size * world_size:
+        raise DataError(f"{len(examples)} labelled examples cannot fill batch_size={batch_size} on {world_size} "
+                        "workers; raise labelled_per_label or lower batch_size")
+
+    def epoch(e: int):
+        order = list(range(len(examples)))
+        random.Random(f"{seed}:{e}").shuffle(order)
+        shard = order[rank::world_size]
+        for i in range(0, len(shard) - batch_size + 1, batch_size):
+            yield collate_prompts([examples[j] for j in shard[i:i + batch_size]], pad_id)
+
+    return repeat_forever(epoch)
+
+
+def check_zero_stage(train: TrainConfig) -> None:
+    check(train.zero_stage < 3, "zero_stage=3 partitions the weights themselves, but PCP trains every weight and "
+                                "the loop evaluates and saves them on rank 0 alone; use zero_stage 0-2 (stage 2 "
+                                "already shards gradients and optimizer state)")
+
+
+def check_masked_lm(model: str) -> None:
+    """PCP needs an encoder with a masked-LM head (read cheaply from the model's config)."""
+    from raypost.models.dims import default_kind
+
+    kind = default_kind(model)
+    if kind != "classifier":  # default_kind calls encoders (the masked-LM families) classifiers
+        raise ConfigError(f"PCP needs a masked LM (an encoder such as minilm or tiny:bert); model {model!r} "
+                          f"is a {kind} model")
+
+
+# ---- stage 1 --------------------------------------------------------------------------------
+def load_mlm_reporting(name: str, seed: int) -> tuple[object, list[str]]:
+    """``load_mlm`` plus the text of its warnings (MiniLM ships no MLM head), so the trial can log
+    them as a param. If nothing else would print them (no logging handler configured, as in a Ray
+    worker), they go to stderr, which Ray keeps in the worker's log."""
+    mlm_log = logging.getLogger("raypost.methods.pcp.mlm")
+    shown_elsewhere = mlm_log.hasHandlers()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    mlm_log.addHandler(handler)
+    try:
+        base = load_mlm(name, seed=seed)
+    finally:
+        mlm_log.removeHandler(handler)
+    messages = [r.getMessage() for r in records]
+    if not shown_elsewhere:
+        for message in messages:
+            print(f"WARNING raypost.methods.pcp.mlm: {message}", file=sys.stderr, flush=True)
+    return base, messages
+
+
+def continued_pretraining_sharded(model, tokenizer, texts: list[list[int]], cfg: PcpConfig, train: TrainConfig,
+                                  rank: int, world_size: int, device: torch.device) -> list[float]:
+    """Stage 1: ``cpt_steps`` AdamW steps of ``mlm_loss`` at ``cpt_lr``; rank r masks texts r, r + world, ...
+    With world_size > 1, each step's gradients (and loss, for logging) are averaged over the ranks
+    with one ``all_reduce``, so every rank applies the same update. Returns the mean loss per step."""
+    import torch.distributed as dist
+
+    if cfg.cpt_steps == 0:
+        return []
+    shard = texts[rank::world_size]
+    if not shard:
+        raise DataError(f"{len(texts)} unlabelled texts cannot be shared by {world_size} workers; "
+                        "raise unlabelled_size")
+    distributed = world_size > 1
+    if distributed and not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(f"stage 1 on {world_size} workers needs torch.distributed initialised (Ray Train does "
+                           "this before the training loop starts)")
+    on_nccl = distributed and dist.get_backend() == "nccl"
+    batches = mlm_batches(shard, tokenizer, train.batch_size, cfg.mask_prob, seed=train.seed + 7919 * rank,
+                          max_prompt_length=cfg.max_prompt_length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.cpt_lr, weight_decay=train.weight_decay)
+    model.train()
+    losses = []
+    for _ in range(cfg.cpt_steps):
+        batch = {k: v.to(device) for k, v in next(batches).items()}
+        loss = mlm_loss(model, batch)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        if distributed:
+            flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1)])
+            flat = flat.cuda() if on_nccl else flat.cpu()
+            dist.all_reduce(flat)
+            flat = (flat / world_size).to(device)
+            offset = 0
+            for p, g in zip(params, grads):
+                p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
+                offset += g.numel()
+            losses.append(float(flat[-1]))
+        else:
+            for p, g in zip(params, grads):
+                p.grad = g
+            losses.append(float(loss.detach()))
+        if train.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return losses
+
+
+@torch.no_grad()
+def replica_max_diff(model, world_size: int) -> float:
+    """Largest difference between ranks of a checksum of the weights (0 = stage 1 kept them in sync).
+    Measured before DeepSpeed starts, which would otherwise hide a drift by broadcasting rank 0's."""
+    import torch.distributed as dist
+
+    if world_size == 1:
+        return 0.0
+    params = [p.detach().double() for p in model.parameters()]
+    local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])
+    local = local.cuda() if dist.get_backend() == "nccl" else local.cpu()
+    gathered = [torch.zeros_like(local) for _ in range(world_size)]
+    dist.all_gather(gathered, local)
+    stacked = torch.stack(gathered)
+    return float((stacked.max(0).values - stacked.min(0).values).max())
+
+
+@torch.no_grad()
+def probe_loss(model, batch: dict) -> float:
+    """MLM loss on a fixed masked batch, in eval mode (no dropout), for before/after comparisons."""
+    was = model.training
+    model.eval()
+    try:
+        return float(mlm_loss(model, batch))
+    finally:
+        model.train(was)
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+@torch.no_grad()
+def _fingerprint(module) -> tuple[float, ...]:
+    sums = []
+    for p in module.parameters():
+        if p.requires_grad:
+            t = p.detach().double()
+            sums += [float(t.sum()), float(t.square().sum())]
+    return tuple(sums)
+
+
+@torch.no_grad()
+def classify(clf: PromptMLMClassifier, examples: list[dict], batch_size: int) -> tuple[list[str], float | None]:
+    """Predicted labels (argmax over the label words at the mask) and the mean cross-entropy when
+    the examples carry labels. Batches go in length order; results come back in the input order."""
+    was = clf.training
+    clf.eval()
+    try:
+        device = clf.label_word_ids.device
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+        preds: list[str] = [""] * len(examples)
+        loss_sum = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in collate_prompts([examples[i] for i in idx],
+                                                                 clf.tokenizer.pad_token_id).items()}
+            out = clf(**batch)
+            for i, p in zip(idx, out.logits.argmax(-1).tolist()):
+                preds[i] = clf.verbalizer.labels[p]
+            if "labels" in batch:
+                loss_sum += float(F.cross_entropy(out.logits.float(), batch["labels"], reduction="sum"))
+        return preds, (loss_sum / len(examples) if "label" in examples[0] else None)
+    finally:
+        clf.train(was)
+
+
+class PcpEvaluation:
+    """StepGame accuracy of the prompt classifier on the eval set; per-k tables at the end."""
+
+    def __init__(self, rows: list[dict], examples: list[dict], batch_size: int):
+        self.rows, self.examples, self.batch_size = rows, examples, batch_size
+        self._last: tuple | None = None
+
+    def predictions(self, module) -> tuple[list[str], float]:
+        fingerprint = _fingerprint(module)
+        if self._last is None or self._last[0] != fingerprint:
+            self._last = (fingerprint, *classify(module, self.examples, self.batch_size))
+        return self._last[1], self._last[2]
+
+    def evaluate(self, module) -> dict[str, float]:
+        preds, loss = self.predictions(module)
+        right = sum(p == r["label"] for p, r in zip(preds, self.rows))
+        return {"eval_accuracy": right / len(self.rows), "eval_loss": loss}
+
+    def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
+        from raypost.stepgame.evaluate import evaluate, write_results
+
+        result = evaluate(self.rows, self.predictions(module)[0])
+        write_results(result, out_dir)
+        return {f"stepgame_{k}": v for k, v in result.metrics().items()}
+
+
+# ---- the recipe -----------------------------------------------------------------------------
+def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
+    from raypost.train._internal.deepspeed_config import resolve_device
+
+    train, pcp, data_cfg, few = split_flat(flat, *CONFIG_CLASSES)
+    check_zero_stage(train)
+    template = PromptTemplate(pcp.template)
+    check_template(template)
+    check_masked_lm(train.model)
+    device = resolve_device(train.device)
+    base, warnings = load_mlm_reporting(train.model, seed=train.seed)
+    tokenizer, mlm = base.tokenizer, base.model
+    check(tokenizer.mask_token_id is not None, f"model {train.model!r} has no mask token; PCP needs a masked LM")
+    verbalizer = make_verbalizer(pcp.verbalizer, tokenizer)  # ConfigError naming a word that is not one token
+    check_verbalizer(verbalizer)
+    mlm.requires_grad_(True)
+
+    # every rank builds the same pool (deterministic generation or file order) and the same split
+    pool = load_rows(data_cfg.train_data, parse_k_list("train_k", data_cfg.train_k), data_cfg.train_per_k,
+                     noise=data_cfg.train_noise, seed=data_cfg.data_seed, split=TRAIN_SPLIT)
+    eval_rows = load_rows(data_cfg.eval_data, parse_k_list("eval_k", data_cfg.eval_k), data_cfg.eval_per_k,
+                          noise=data_cfg.eval_noise, seed=data_cfg.data_seed, split=EVAL_SPLIT)
+    labelled, unlabelled = split_pool(pool, few.labelled_per_label, few.unlabelled_size, data_cfg.data_seed,
+                                      need_unlabelled=pcp.cpt_steps > 0)
+
+    # ---- stage 1: continued pre-training on templated unlabelled texts (plain torch, data-parallel)
+    mlm.to(device)
+    params: dict = {}
+    pre_metrics: list = []
+    if warnings:
+        params["mlm_head_warning"] = " | ".join(warnings)
+    if pcp.cpt_steps:
+        texts = pcp_texts(template, [template_row(r) for r in unlabelled], tokenizer, pcp.max_prompt_length)
+        probe_texts = pcp_texts(template, [template_row(r) for r in eval_rows[:data_cfg.eval_batch_size]], tokenizer,
+                                pcp.max_prompt_length)
+        probe = {k: v.to(device) for k, v in next(mlm_batches(probe_texts, tokenizer, len(probe_texts), pcp.mask_prob,
+                                                              seed=12345)).items()}
+        before = probe_loss(mlm, probe)
+        torch.manual_seed(train.seed + rank)  # dropout: each rank its own stream, as under DeepSpeed
+        start = time.perf_counter()
+        losses = continued_pretraining_sharded(mlm, tokenizer, texts, pcp, train, rank, world_size, device)
+        pre_metrics = [(i + 1, {"cpt_loss": value}) for i, value in enumerate(losses)]
+        params.update({"cpt_texts": len(texts), "cpt_loss_first": losses[0], "cpt_loss_last": losses[-1],
+                       "cpt_probe_loss_before": before, "cpt_probe_loss_after": probe_loss(mlm, probe),
+                       "cpt_seconds": round(time.perf_counter() - start, 2),
+                       "cpt_replica_max_diff": replica_max_diff(mlm, world_size)})
+
+    # ---- stage 2: prompt-based fine-tuning, trained by the DeepSpeed loop
+    clf = PromptMLMClassifier(mlm, tokenizer, template, verbalizer, pcp.max_prompt_length).to(device)
+    train_examples, train_cut = encode_prompts(clf, labelled)
+    eval_examples, eval_cut = encode_prompts(clf, eval_rows)
+    for name, cut, n in (("labelled", train_cut, len(labelled)), ("eval", eval_cut, len(eval_rows))):
+        if cut:
+            log.warning("%d of %d %s prompts exceed max_prompt_length=%d; their longest field was cut",
+                        cut, n, name, pcp.max_prompt_length)
+    evaluation = PcpEvaluation(eval_rows, eval_examples, data_cfg.eval_batch_size)
+    n_trainable = trainable_count(clf)
+
+    def compute_loss(engine, batch):
+        return engine(**batch).loss
+
+    def save_adapter(module: PromptMLMClassifier, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        module.mlm.save_pretrained(directory, safe_serialization=True)
+        meta = {"method": "pcp", "model": train.model, "kind": "masked_lm", "task": "stepgame",
+                "task_format": TASK_FORMAT, "weights": WEIGHTS, "template": module.template.template,
+                "verbalizer": dict(zip(module.verbalizer.labels, module.verbalizer.words)),
+                "max_prompt_length": module.max_prompt_length, "labels": list(LABELS),
+                "trainable_params": n_trainable}
+        (directory / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+    params.update({"trainable_params": n_trainable, "labelled_examples": len(labelled),
+                   "unlabelled_texts": len(unlabelled), "eval_examples": len(eval_rows),
+                   "train_truncated": train_cut, "eval_truncated": eval_cut,
+                   "verbalizer_words": ",".join(verbalizer.words)})
+    return TrialSetup(
+        model=clf, param_groups=[{"name": "all", "params": [p for p in clf.parameters() if p.requires_grad],
+                                  "lr": pcp.ft_lr}],
+        train_batches=prompt_batches(train_examples, tokenizer.pad_token_id, train.batch_size, rank, world_size,
+                                     train.seed),
+        compute_loss=compute_loss, evaluate=evaluation.evaluate, save_adapter=save_adapter,
+        final_evaluate=evaluation.final_evaluate, params=params, pre_metrics=pre_metrics)
+
+
+# ---- search-space limits, checked on the driver before any trial starts ------------------------
+def check_space(fixed: dict, search: dict) -> None:
+    """PCP's limits before any trial starts: data paths exist (made absolute), every template the
+    space allows has one mask slot and only StepGame fields, and every verbalizer maps each
+    StepGame label to a single token of the model's tokenizer (loaded without weights)."""
+    from raypost.models import load_tokenizer
+    from raypost.tune.space import space_bounds
+
+    for key in ("train_data", "eval_data"):
+        value = fixed.get(key)
+        if isinstance(value, str) and value != GENERATE:
+            missing = [str(p) for p in data_paths(value) if not p.exists()]
+            check(not missing, f"fixed.{key}: {missing[0] if missing else ''} does not exist")
+            fixed[key] = ",".join(str(p.resolve()) for p in data_paths(value))
+    keys = [k for k in ("model", "template", "verbalizer", "zero_stage") if k in search]
+    choices = [space_bounds(search, k, fixed, None) for k in keys]
+    tokenizers: dict = {}
+    for combo in itertools.islice(itertools.product(*choices), MAX_SPACE_COMBINATIONS):
+        point = dict(zip(keys, combo))
+        where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the fixed values"
+        try:
+            train, pcp, _, _ = split_flat({**fixed, **point}, *CONFIG_CLASSES)
+            check_zero_stage(train)
+            check_template(PromptTemplate(pcp.template))
+            if train.model not in tokenizers:
+                check_masked_lm(train.model)
+                tokenizers[train.model] = load_tokenizer(train.model)
+            tokenizer = tokenizers[train.model]
+            check(tokenizer.mask_token_id is not None,
+                  f"model {train.model!r} has no mask token; PCP needs a masked LM (e.g. minilm, tiny:bert)")
+            check_verbalizer(make_verbalizer(pcp.verbalizer, tokenizer))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (at {where})" if point else str(exc)) from None
+
+
+# ---- inference -----------------------------------------------------------------------------
+class PromptStepgamePredictor(StepgamePredictor):
+    """StepGame answers from a PCP model: the label word with the highest MLM logit at the mask."""
+
+    def __init__(self, clf: PromptMLMClassifier, batch_size: int = 32):
+        super().__init__(clf, clf.tokenizer, "masked_lm", clf.max_prompt_length, batch_size=batch_size)
+        self.clf = clf
+
+    def predict(self, rows: Sequence[dict]) -> list[str]:
+        rows = list(rows)
+        for i, row in enumerate(rows):
+            for key in ("story", "question"):
+                if key not in row:
+                    raise DataError(f"row {i}: missing field {key!r} (rows need story and question)")
+        if not rows:
+            return []
+        examples, _ = encode_prompts(self.clf, rows, with_labels=False)
+        return classify(self.clf, examples, self.batch_size)[0]
+
+
+def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) -> PromptStepgamePredictor:
+    """A predictor from a saved PCP folder (the whole fine-tuned MLM). ``model`` only names where
+    the tokenizer comes from (the recorded base model by default)."""
+    from transformers import AutoModelForMaskedLM
+
+    from raypost.models import load_tokenizer
+
+    directory = Path(adapter_dir)
+    meta = json.loads((directory / ADAPTER_META).read_text())
+    tokenizer = load_tokenizer(model or meta["model"])
+    mlm = AutoModelForMaskedLM.from_pretrained(directory)
+    clf = PromptMLMClassifier(mlm, tokenizer, meta["template"], Verbalizer(meta["verbalizer"], tokenizer),
+                              meta["max_prompt_length"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return PromptStepgamePredictor(clf.to(device).eval(), batch_size=batch_size)
+
+
+__all__ = ["CONFIG_CLASSES", "PcpDataConfig", "PcpEvaluation", "PromptStepgamePredictor", "setup", "check_space",
+           "load_predictor", "split_pool", "template_row", "continued_pretraining_sharded", "ADAPTER_META"]
