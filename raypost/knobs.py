@@ -33,7 +33,14 @@ DEFAULT_STORAGE = "ray_results"
 
 def torch_extensions_dir() -> str:
     # DeepSpeed compiles its CPU communication op on first use (~40 s); cache it per user.
-    return os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "raypost" / "torch_extensions"))
+    # One folder per Python environment: two venvs sharing it rebuild the op over each other,
+    # and a run killed mid-build leaves a lock that hangs every later worker.
+    import hashlib
+    import sys
+
+    env_key = hashlib.sha1(sys.prefix.encode()).hexdigest()[:12]
+    default = Path.home() / ".cache" / "raypost" / "torch_extensions" / env_key
+    return os.environ.get("TORCH_EXTENSIONS_DIR", str(default))
 
 
 def worker_env() -> dict[str, str]:
