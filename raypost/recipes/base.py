@@ -3,20 +3,26 @@
 A recipe module ``raypost/recipes/<method>.py`` exposes::
 
     CONFIG_CLASSES = (TrainConfig, <MethodConfig>, <DataConfig>, ...)
-    def setup(cfg: dict, rank: int, world_size: int) -> TrialSetup
+    def setup(cfg: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup
 
 and the loop in ``raypost/train/_internal/loop.py`` does the rest (DeepSpeed, reporting,
 checkpoints, MLflow metrics), so a recipe reads top to bottom as "model, data, loss, eval".
+
+``resuming`` is True when the worker group restarts from a Ray Train checkpoint: the loop will
+load every trainable weight from it, so work ``setup`` does on the weights before training (PCP's
+stage 1) can be skipped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+
+from raypost.errors import DataError
 
 Batch = dict[str, torch.Tensor]
 
@@ -63,3 +69,35 @@ def repeat_forever(make_epoch: Callable[[int], Iterator[Batch]]) -> Iterator[Bat
 
 def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def sharded_batches(examples: Sequence, make_batch: Callable[[list], Batch], batch_size: int, rank: int,
+                    world_size: int, seed: int, what: str = "training examples", hint: str = "") -> Iterator[Batch]:
+    """This rank's micro-batches forever: each epoch reshuffles (seed + epoch), then rank r takes
+    examples r, r + world, ... (full batches only), so ranks never share an example within an epoch."""
+    import random
+
+    if len(examples) < batch_size * world_size:
+        raise DataError(f"{len(examples)} {what} cannot fill batch_size={batch_size} on {world_size} workers; "
+                        f"{hint or 'add examples'} or lower batch_size")
+
+    def epoch(e: int):
+        order = list(range(len(examples)))
+        random.Random(f"{seed}:{e}").shuffle(order)
+        shard = order[rank::world_size]
+        for i in range(0, len(shard) - batch_size + 1, batch_size):
+            yield make_batch([examples[j] for j in shard[i:i + batch_size]])
+
+    return repeat_forever(epoch)
+
+
+@torch.no_grad()
+def weights_fingerprint(module: nn.Module) -> tuple[float, ...]:
+    """Sum and sum of squares of every trainable tensor: unchanged weights, same predictions.
+    By content, not tensor versions: DeepSpeed writes through ``param.data``."""
+    sums = []
+    for p in module.parameters():
+        if p.requires_grad:
+            t = p.detach().double()
+            sums += [float(t.sum()), float(t.square().sum())]
+    return tuple(sums)

@@ -9,7 +9,6 @@ the eval set; at the end, accuracy per k / hops written as tables and a plot.
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from raypost.configs import check, check_choice, field, split_flat
 from raypost.errors import ConfigError
 from raypost.methods.dept import DeptConfig, DeptModel
 from raypost.recipes.base import TrialSetup
-from raypost.recipes.stepgame_task import (GENERATE, KINDS, TASK_FORMAT, StepgameDataConfig, StepgamePredictor,
-                                           StepgameTask, data_paths)
+from raypost.recipes.stepgame_task import (KINDS, TASK_FORMAT, StepgameDataConfig, StepgamePredictor, StepgameTask,
+                                           resolve_data_paths)
 from raypost.stepgame.labels import LABELS
 from raypost.train.config import TrainConfig
 
@@ -63,7 +62,7 @@ def build_model(model: str, kind: str, config: DeptConfig, seed: int = 0):
     return DeptModel(base, config), base.tokenizer
 
 
-def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
     train, dept_cfg, data_cfg, task_cfg = split_flat(flat, *CONFIG_CLASSES)
     kind = resolve_kind(train.model, task_cfg.model_kind)
     # load_base seeds the head and DeptModel seeds P and A (adapter_init_seed): identical on every rank
@@ -95,14 +94,9 @@ def check_space(fixed: dict, search: dict) -> None:
     ``prompt_length`` must fit the budget at the model's hidden size d. Relative data paths in
     ``fixed`` become absolute (trial workers may run in another directory)."""
     from raypost.models.dims import hidden_size, max_positions
-    from raypost.tune.space import space_bounds
+    from raypost.tune.space import space_bounds, space_points
 
-    for key in ("train_data", "eval_data"):
-        value = fixed.get(key)
-        if isinstance(value, str) and value != GENERATE:
-            missing = [str(p) for p in data_paths(value) if not p.exists()]
-            check(not missing, f"fixed.{key}: {missing[0] if missing else ''} does not exist")
-            fixed[key] = ",".join(str(p.resolve()) for p in data_paths(value))
+    resolve_data_paths(fixed)
     for key, minimum in (("prompt_length", 0), ("lowrank_rank", 0), ("param_budget", 1), ("max_input_length", 1)):
         for value in space_bounds(search, key, {}, None) if key in search else ():
             check(isinstance(value, (int, float)) and value >= minimum,
@@ -112,17 +106,9 @@ def check_space(fixed: dict, search: dict) -> None:
           "param_budget and lowrank_rank are both set (fixed or searched); with param_budget, "
           "lowrank_rank follows from prompt_length: search prompt_length instead")
 
-    keys = list(search)
-    choices = [space_bounds(search, k, fixed, None) for k in keys]
-    n = 1
-    for c in choices:
-        n *= len(c)
-    combos = itertools.product(*choices) if n <= MAX_SPACE_COMBINATIONS else _one_at_a_time(keys, choices)
     dims: dict[str, tuple[int, int | None]] = {}
-    for combo in combos:
-        point = dict(zip(keys, combo))
+    for point, where in space_points(search, fixed, limit=MAX_SPACE_COMBINATIONS):
         flat = {**fixed, **point}
-        where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the fixed values"
         try:
             train, dept_cfg, _, _ = split_flat(flat, *CONFIG_CLASSES)
         except ConfigError as exc:
@@ -146,14 +132,6 @@ def check_space(fixed: dict, search: dict) -> None:
             raise ConfigError(
                 f"prompt_length=0 with param_budget={budget} trains nothing: one rank of the low-rank pair "
                 f"costs s + d = {s} + {d} = {s + d}; raise param_budget or prompt_length (at {where})")
-
-
-def _one_at_a_time(keys, choices):
-    """Too many combinations: vary one key at a time around each other key's first choice."""
-    first = [c[0] for c in choices]
-    for i, values in enumerate(choices):
-        for v in values:
-            yield tuple(first[:i] + [v] + first[i + 1:])
 
 
 # ---- inference -----------------------------------------------------------------------------

@@ -14,7 +14,6 @@ StepGame accuracy per k / hops is written as tables and a plot.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -27,11 +26,11 @@ from raypost.configs import check, check_range, field, split_flat
 from raypost.errors import ConfigError, DataError
 from raypost.methods.dept import DeptConfig
 from raypost.methods.im import (OUTPUT, Example, ImConfig, collate, encode_example, example_from_row, im_loss,
-                                load_instruction_jsonl, make_trainable, output_only_loss, truncate,
-                                weighted_lm_loss)
-from raypost.recipes.base import TrialSetup, repeat_forever, trainable_count
-from raypost.recipes.stepgame_task import (EVAL_SPLIT, GENERATE, TRAIN_SPLIT, StepgameDataConfig, StepgamePredictor,
-                                           answer_budget, data_paths, load_rows, parse_k_list, run_model, story_list)
+                                load_instruction_jsonl, make_trainable, output_only_loss, truncate)
+from raypost.recipes.base import TrialSetup, sharded_batches, trainable_count, weights_fingerprint
+from raypost.recipes.stepgame_task import (StepgameDataConfig, StepgamePredictor, answer_budget, check_rows,
+                                           final_stepgame_metrics, load_eval_rows, load_train_rows, resolve_data_paths,
+                                           run_model, story_list)
 from raypost.stepgame.convert import INSTRUCTION, to_instruction_rows
 from raypost.stepgame.labels import LABELS, format_input, label_word
 from raypost.train.config import TrainConfig
@@ -141,41 +140,9 @@ def stepgame_prompts(rows: Sequence[dict], tokenizer, kind: str, chat_template: 
 
 def instruction_batches(rows, pad_id: int, instruction_weight: float, kind: str, batch_size: int, rank: int,
                         world_size: int, seed: int):
-    """This rank's IM micro-batches forever: reshuffled every epoch (seed + epoch), rank r takes
-    rows r, r + world, ... (full batches only)."""
-    import random
-
-    if len(rows) < batch_size * world_size:
-        raise DataError(f"{len(rows)} training rows cannot fill batch_size={batch_size} on {world_size} "
-                        "workers; add rows (train_per_k or the JSONL file) or lower batch_size")
-
-    def epoch(e: int):
-        order = list(range(len(rows)))
-        random.Random(f"{seed}:{e}").shuffle(order)
-        shard = order[rank::world_size]
-        for i in range(0, len(shard) - batch_size + 1, batch_size):
-            yield collate([rows[j] for j in shard[i:i + batch_size]], pad_id, instruction_weight, kind)
-
-    return repeat_forever(epoch)
-
-
-def seq2seq_decoder_inputs(config, labels: torch.Tensor) -> torch.Tensor:
-    """Teacher forcing for encoder-decoders: start token, then the labels shifted right."""
-    dec = labels.new_full(labels.shape, config.pad_token_id)
-    dec[:, 1:] = labels[:, :-1]
-    dec[:, 0] = config.decoder_start_token_id
-    return dec.masked_fill(dec == -100, config.pad_token_id)
-
-
-@torch.no_grad()
-def weights_fingerprint(module) -> tuple[float, ...]:
-    """Sum and sum of squares of every trainable tensor: unchanged weights, same predictions."""
-    sums = []
-    for p in module.parameters():
-        if p.requires_grad:
-            t = p.detach().double()
-            sums += [float(t.sum()), float(t.square().sum())]
-    return tuple(sums)
+    """This rank's IM micro-batches forever (``sharded_batches`` with the IM ``collate``)."""
+    return sharded_batches(rows, lambda chunk: collate(chunk, pad_id, instruction_weight, kind), batch_size, rank,
+                           world_size, seed, what="training rows", hint="add rows (train_per_k or the JSONL file)")
 
 
 # ---- evaluation -----------------------------------------------------------------------------
@@ -206,15 +173,11 @@ class ImEvaluation:
                                                      self.batch_size, self.kind)}
 
     def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
-        from raypost.stepgame.evaluate import evaluate, write_results
-
-        result = evaluate(self.rows, self.predictions(module))
-        write_results(result, out_dir)
-        return {f"stepgame_{k}": v for k, v in result.metrics().items()}
+        return final_stepgame_metrics(self.rows, self.predictions(module), out_dir)
 
 
 # ---- the recipe -----------------------------------------------------------------------------
-def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
     from raypost.models import load_base
 
     train, im_cfg, dept_cfg, data_cfg, im_data = split_flat(flat, *CONFIG_CLASSES)
@@ -226,12 +189,8 @@ def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
     model, param_groups = make_trainable(base, im_cfg, dept_cfg if im_cfg.trainable == "dept" else None)
 
     # every rank builds the same rows (deterministic generation or file order); batches are sharded
-    eval_rows = load_rows(data_cfg.eval_data, parse_k_list("eval_k", data_cfg.eval_k), data_cfg.eval_per_k,
-                          noise=data_cfg.eval_noise, seed=data_cfg.data_seed, split=EVAL_SPLIT)
-    train_sg = []
-    if im_data.im_train_data == STEPGAME:
-        train_sg = load_rows(data_cfg.train_data, parse_k_list("train_k", data_cfg.train_k), data_cfg.train_per_k,
-                             noise=data_cfg.train_noise, seed=data_cfg.data_seed, split=TRAIN_SPLIT)
+    eval_rows = load_eval_rows(data_cfg)
+    train_sg = load_train_rows(data_cfg) if im_data.im_train_data == STEPGAME else []
     train_examples = instruction_examples(im_data.im_train_data, train_sg, "stepgame-train")
     heldout_examples = instruction_examples(im_data.im_eval_data, eval_rows, "stepgame-eval", im_data.im_eval_max_rows)
     train_rows, train_cut = encode_counted(train_examples, tokenizer, im_cfg.chat_template, im_cfg.max_seq_length)
@@ -246,14 +205,8 @@ def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
     batches = instruction_batches(train_rows, tokenizer.pad_token_id, im_cfg.instruction_weight, kind,
                                   train.batch_size, rank, world_size, train.seed)
 
-    def compute_loss(engine, batch):
-        if kind == "causal":
-            return im_loss(engine, batch, kind)
-        # seq2seq: build the decoder inputs here (the DeepSpeed engine's .config is its own, not HF's)
-        labels = batch["labels"]
-        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     decoder_input_ids=seq2seq_decoder_inputs(hf_config, labels))
-        return weighted_lm_loss(out.logits[:, -labels.shape[1]:], labels, batch["loss_weights"], shift=False)
+    def compute_loss(engine, batch):  # hf_config: the DeepSpeed engine's .config is its own, not HF's
+        return im_loss(engine, batch, kind, hf_config)
 
     n_trainable = trainable_count(model)
 
@@ -289,14 +242,9 @@ def check_space(fixed: dict, search: dict) -> None:
     with instruction_weight=0; DePT's max_input_length holds max_seq_length; rows fit the model's
     positions."""
     from raypost.models.dims import max_positions
-    from raypost.tune.space import space_bounds
+    from raypost.tune.space import space_points
 
-    for key in ("train_data", "eval_data"):
-        value = fixed.get(key)
-        if isinstance(value, str) and value != GENERATE:
-            missing = [str(p) for p in data_paths(value) if not p.exists()]
-            check(not missing, f"fixed.{key}: {missing[0] if missing else ''} does not exist")
-            fixed[key] = ",".join(str(p.resolve()) for p in data_paths(value))
+    resolve_data_paths(fixed)
     for key in ("im_train_data", "im_eval_data"):
         value = fixed.get(key)
         if isinstance(value, str) and value != STEPGAME:
@@ -307,15 +255,7 @@ def check_space(fixed: dict, search: dict) -> None:
     for key in ("im_train_data", "im_eval_data"):
         check(key not in search, f"search.{key}: data files cannot be searched; set them in fixed")
 
-    keys = list(search)
-    choices = [space_bounds(search, k, fixed, None) for k in keys]
-    n = 1
-    for c in choices:
-        n *= len(c)
-    combos = itertools.product(*choices) if n <= MAX_SPACE_COMBINATIONS else _one_at_a_time(choices)
-    for combo in combos:
-        point = dict(zip(keys, combo))
-        where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the fixed values"
+    for point, where in space_points(search, fixed, limit=MAX_SPACE_COMBINATIONS):
         try:
             train, im_cfg, dept_cfg, _, _ = split_flat({**fixed, **point}, *CONFIG_CLASSES)
             check_zero_stage(train, im_cfg)
@@ -338,13 +278,6 @@ def check_space(fixed: dict, search: dict) -> None:
                               f"exceeds the {positions} positions of {train.model!r} (at {where})")
 
 
-def _one_at_a_time(choices):
-    first = [c[0] for c in choices]
-    for i, values in enumerate(choices):
-        for v in values:
-            yield tuple(first[:i] + [v] + first[i + 1:])
-
-
 # ---- inference -----------------------------------------------------------------------------
 class InstructionStepgamePredictor(StepgamePredictor):
     """StepGame answers from an IM-trained LM, asked in its training format (the instruction
@@ -357,11 +290,7 @@ class InstructionStepgamePredictor(StepgamePredictor):
         self.chat_template = chat_template
 
     def predict(self, rows: Sequence[dict]) -> list[str | None]:
-        rows = list(rows)
-        for i, row in enumerate(rows):
-            for key in ("story", "question"):
-                if key not in row:
-                    raise DataError(f"row {i}: missing field {key!r} (rows need story and question)")
+        rows = check_rows(rows)
         if not rows:
             return []
         prompts, cut = stepgame_prompts(rows, self.tokenizer, self.kind, self.chat_template, self.max_length)

@@ -19,7 +19,6 @@ params (``cpt_loss_first``/``cpt_loss_last``, and a fixed held-out probe before/
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import random
@@ -36,9 +35,9 @@ from raypost.configs import check, check_range, field, split_flat
 from raypost.errors import ConfigError, DataError
 from raypost.methods.pcp import (PcpConfig, PromptMLMClassifier, PromptTemplate, Verbalizer, load_mlm,
                                  make_verbalizer, mlm_batches, mlm_loss, pcp_texts)
-from raypost.recipes.base import TrialSetup, repeat_forever, trainable_count
-from raypost.recipes.stepgame_task import (EVAL_SPLIT, GENERATE, TRAIN_SPLIT, StepgameDataConfig, StepgamePredictor,
-                                           data_paths, load_rows, parse_k_list, story_list)
+from raypost.recipes.base import TrialSetup, sharded_batches, trainable_count, weights_fingerprint
+from raypost.recipes.stepgame_task import (StepgameDataConfig, StepgamePredictor, check_rows, final_stepgame_metrics,
+                                           load_eval_rows, load_train_rows, resolve_data_paths, story_list)
 from raypost.stepgame.labels import LABELS, format_input
 from raypost.train.config import TrainConfig
 
@@ -156,19 +155,9 @@ def collate_prompts(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Te
 
 
 def prompt_batches(examples: list[dict], pad_id: int, batch_size: int, rank: int, world_size: int, seed: int):
-    """This rank's stage-2 micro-batches forever (reshuffled per epoch, rank r takes r, r + world, ...)."""
-    if len(examples) < batch_size * world_size:
-        raise DataError(f"{len(examples)} labelled examples cannot fill batch_size={batch_size} on {world_size} "
-                        "workers; raise labelled_per_label or lower batch_size")
-
-    def epoch(e: int):
-        order = list(range(len(examples)))
-        random.Random(f"{seed}:{e}").shuffle(order)
-        shard = order[rank::world_size]
-        for i in range(0, len(shard) - batch_size + 1, batch_size):
-            yield collate_prompts([examples[j] for j in shard[i:i + batch_size]], pad_id)
-
-    return repeat_forever(epoch)
+    """This rank's stage-2 micro-batches forever (``sharded_batches`` with ``collate_prompts``)."""
+    return sharded_batches(examples, lambda chunk: collate_prompts(chunk, pad_id), batch_size, rank, world_size,
+                           seed, what="labelled examples", hint="raise labelled_per_label")
 
 
 def check_zero_stage(train: TrainConfig) -> None:
@@ -290,16 +279,6 @@ def probe_loss(model, batch: dict) -> float:
 
 # ---- evaluation -----------------------------------------------------------------------------
 @torch.no_grad()
-def _fingerprint(module) -> tuple[float, ...]:
-    sums = []
-    for p in module.parameters():
-        if p.requires_grad:
-            t = p.detach().double()
-            sums += [float(t.sum()), float(t.square().sum())]
-    return tuple(sums)
-
-
-@torch.no_grad()
 def classify(clf: PromptMLMClassifier, examples: list[dict], batch_size: int) -> tuple[list[str], float | None]:
     """Predicted labels (argmax over the label words at the mask) and the mean cross-entropy when
     the examples carry labels. Batches go in length order; results come back in the input order."""
@@ -332,7 +311,7 @@ class PcpEvaluation:
         self._last: tuple | None = None
 
     def predictions(self, module) -> tuple[list[str], float]:
-        fingerprint = _fingerprint(module)
+        fingerprint = weights_fingerprint(module)
         if self._last is None or self._last[0] != fingerprint:
             self._last = (fingerprint, *classify(module, self.examples, self.batch_size))
         return self._last[1], self._last[2]
@@ -343,15 +322,11 @@ class PcpEvaluation:
         return {"eval_accuracy": right / len(self.rows), "eval_loss": loss}
 
     def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
-        from raypost.stepgame.evaluate import evaluate, write_results
-
-        result = evaluate(self.rows, self.predictions(module)[0])
-        write_results(result, out_dir)
-        return {f"stepgame_{k}": v for k, v in result.metrics().items()}
+        return final_stepgame_metrics(self.rows, self.predictions(module)[0], out_dir)
 
 
 # ---- the recipe -----------------------------------------------------------------------------
-def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
     from raypost.train._internal.deepspeed_config import resolve_device
 
     train, pcp, data_cfg, few = split_flat(flat, *CONFIG_CLASSES)
@@ -368,10 +343,7 @@ def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
     mlm.requires_grad_(True)
 
     # every rank builds the same pool (deterministic generation or file order) and the same split
-    pool = load_rows(data_cfg.train_data, parse_k_list("train_k", data_cfg.train_k), data_cfg.train_per_k,
-                     noise=data_cfg.train_noise, seed=data_cfg.data_seed, split=TRAIN_SPLIT)
-    eval_rows = load_rows(data_cfg.eval_data, parse_k_list("eval_k", data_cfg.eval_k), data_cfg.eval_per_k,
-                          noise=data_cfg.eval_noise, seed=data_cfg.data_seed, split=EVAL_SPLIT)
+    pool, eval_rows = load_train_rows(data_cfg), load_eval_rows(data_cfg)
     labelled, unlabelled = split_pool(pool, few.labelled_per_label, few.unlabelled_size, data_cfg.data_seed,
                                       need_unlabelled=pcp.cpt_steps > 0)
 
@@ -381,7 +353,12 @@ def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
     pre_metrics: list = []
     if warnings:
         params["mlm_head_warning"] = " | ".join(warnings)
-    if pcp.cpt_steps:
+    if pcp.cpt_steps and resuming:
+        # the Ray Train checkpoint holds every weight (PCP freezes none), stage 1's result included:
+        # the loop loads it right after DeepSpeed starts, so redoing stage 1 would be thrown away
+        log.info("resuming from a checkpoint: stage 1 (%d steps) is not run again", pcp.cpt_steps)
+        params["cpt_skipped_on_resume"] = True
+    elif pcp.cpt_steps:
         texts = pcp_texts(template, [template_row(r) for r in unlabelled], tokenizer, pcp.max_prompt_length)
         probe_texts = pcp_texts(template, [template_row(r) for r in eval_rows[:data_cfg.eval_batch_size]], tokenizer,
                                 pcp.max_prompt_length)
@@ -441,20 +418,12 @@ def check_space(fixed: dict, search: dict) -> None:
     space allows has one mask slot and only StepGame fields, and every verbalizer maps each
     StepGame label to a single token of the model's tokenizer (loaded without weights)."""
     from raypost.models import load_tokenizer
-    from raypost.tune.space import space_bounds
+    from raypost.tune.space import space_points
 
-    for key in ("train_data", "eval_data"):
-        value = fixed.get(key)
-        if isinstance(value, str) and value != GENERATE:
-            missing = [str(p) for p in data_paths(value) if not p.exists()]
-            check(not missing, f"fixed.{key}: {missing[0] if missing else ''} does not exist")
-            fixed[key] = ",".join(str(p.resolve()) for p in data_paths(value))
-    keys = [k for k in ("model", "template", "verbalizer", "zero_stage") if k in search]
-    choices = [space_bounds(search, k, fixed, None) for k in keys]
+    resolve_data_paths(fixed)
     tokenizers: dict = {}
-    for combo in itertools.islice(itertools.product(*choices), MAX_SPACE_COMBINATIONS):
-        point = dict(zip(keys, combo))
-        where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the fixed values"
+    for point, where in space_points(search, fixed, ["model", "template", "verbalizer", "zero_stage"],
+                                     MAX_SPACE_COMBINATIONS):
         try:
             train, pcp, _, _ = split_flat({**fixed, **point}, *CONFIG_CLASSES)
             check_zero_stage(train)
@@ -479,11 +448,7 @@ class PromptStepgamePredictor(StepgamePredictor):
         self.clf = clf
 
     def predict(self, rows: Sequence[dict]) -> list[str]:
-        rows = list(rows)
-        for i, row in enumerate(rows):
-            for key in ("story", "question"):
-                if key not in row:
-                    raise DataError(f"row {i}: missing field {key!r} (rows need story and question)")
+        rows = check_rows(rows)
         if not rows:
             return []
         examples, _ = encode_prompts(self.clf, rows, with_labels=False)

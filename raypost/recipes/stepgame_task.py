@@ -16,7 +16,6 @@ about a method: recipes pass the tokenizer, the kind and the input limit their m
 from __future__ import annotations
 
 import logging
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from raypost.configs import check, check_range, field
 from raypost.errors import ConfigError, DataError
-from raypost.recipes.base import Batch, repeat_forever
+from raypost.recipes.base import Batch, sharded_batches, weights_fingerprint
 from raypost.stepgame.labels import ID2LABEL, LABEL2ID, LABELS, format_input, label_word, match_label
 
 log = logging.getLogger(__name__)
@@ -82,6 +81,37 @@ def parse_k_list(name: str, text: str) -> list[int]:
 
 def data_paths(text: str) -> list[Path]:
     return [Path(p.strip()).expanduser() for p in str(text).split(",") if p.strip()]
+
+
+def resolve_data_paths(fixed: dict) -> None:
+    """``check_space`` of every StepGame recipe: ``fixed`` train/eval files must exist; relative
+    paths become absolute in place (trial workers may run in another directory)."""
+    for key in ("train_data", "eval_data"):
+        value = fixed.get(key)
+        if isinstance(value, str) and value != GENERATE:
+            missing = [str(p) for p in data_paths(value) if not p.exists()]
+            check(not missing, f"fixed.{key}: {missing[0] if missing else ''} does not exist")
+            fixed[key] = ",".join(str(p.resolve()) for p in data_paths(value))
+
+
+def load_train_rows(cfg: StepgameDataConfig) -> list[dict]:
+    return load_rows(cfg.train_data, parse_k_list("train_k", cfg.train_k), cfg.train_per_k,
+                     noise=cfg.train_noise, seed=cfg.data_seed, split=TRAIN_SPLIT)
+
+
+def load_eval_rows(cfg: StepgameDataConfig) -> list[dict]:
+    return load_rows(cfg.eval_data, parse_k_list("eval_k", cfg.eval_k), cfg.eval_per_k,
+                     noise=cfg.eval_noise, seed=cfg.data_seed, split=EVAL_SPLIT)
+
+
+def check_rows(rows) -> list[dict]:
+    """Rows to predict on, as a list; ``DataError`` naming the first row without story or question."""
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        for key in ("story", "question"):
+            if key not in row:
+                raise DataError(f"row {i}: missing field {key!r} (rows need story and question)")
+    return rows
 
 
 # ---- rows -----------------------------------------------------------------------------------
@@ -208,20 +238,9 @@ def collate(examples: Sequence[dict], pad_id: int, left: bool = False, with_labe
 
 def train_batches(examples: list[dict], pad_id: int, batch_size: int, rank: int, world_size: int,
                   seed: int) -> Iterator[Batch]:
-    """This rank's micro-batches forever: each epoch reshuffles (seed + epoch), then rank r takes
-    examples r, r + world, ... so ranks never share an example within an epoch."""
-    if len(examples) < batch_size * world_size:
-        raise DataError(f"{len(examples)} training examples cannot fill batch_size={batch_size} on "
-                        f"{world_size} workers; generate more (train_per_k) or lower batch_size")
-
-    def epoch(e: int):
-        order = list(range(len(examples)))
-        random.Random(f"{seed}:{e}").shuffle(order)
-        shard = order[rank::world_size]
-        for i in range(0, len(shard) - batch_size + 1, batch_size):  # full batches only
-            yield collate([examples[j] for j in shard[i:i + batch_size]], pad_id)
-
-    return repeat_forever(epoch)
+    """This rank's micro-batches forever (``sharded_batches`` with this module's ``collate``)."""
+    return sharded_batches(examples, lambda chunk: collate(chunk, pad_id), batch_size, rank, world_size, seed,
+                           hint="generate more (train_per_k)")
 
 
 # ---- prediction -----------------------------------------------------------------------------
@@ -299,11 +318,7 @@ class StepgamePredictor:
         return self.predict(rows)
 
     def predict(self, rows: Sequence[dict]) -> list[str | None]:
-        rows = list(rows)
-        for i, row in enumerate(rows):
-            for key in ("story", "question"):
-                if key not in row:
-                    raise DataError(f"row {i}: missing field {key!r} (rows need story and question)")
+        rows = check_rows(rows)
         if not rows:
             return []
         examples, cut = encode(rows, self.tokenizer, self.kind, self.max_length, with_labels=False)
@@ -314,14 +329,14 @@ class StepgamePredictor:
         return preds
 
 
-@torch.no_grad()
-def _fingerprint(module) -> tuple[float, ...]:
-    sums = []
-    for p in module.parameters():
-        if p.requires_grad:
-            t = p.detach().double()
-            sums += [float(t.sum()), float(t.square().sum())]
-    return tuple(sums)
+def final_stepgame_metrics(rows: list[dict], preds: list, out_dir: Path) -> dict[str, float]:
+    """``final_evaluate`` of every StepGame recipe: the StepGame evaluator's accuracy per k / hops /
+    clean-noisy, tables and plot written to ``out_dir``, metrics prefixed ``stepgame_``."""
+    from raypost.stepgame.evaluate import evaluate, write_results
+
+    result = evaluate(rows, preds)
+    write_results(result, out_dir)
+    return {f"stepgame_{k}": v for k, v in result.metrics().items()}
 
 
 # ---- the task a recipe wires in --------------------------------------------------------------
@@ -335,10 +350,7 @@ class StepgameTask:
     def __init__(self, cfg: StepgameDataConfig, tokenizer, kind: str, max_length: int, *,
                  batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
         self.cfg, self.tokenizer, self.kind, self.max_length = cfg, tokenizer, kind, max_length
-        self.train_rows = load_rows(cfg.train_data, parse_k_list("train_k", cfg.train_k), cfg.train_per_k,
-                                    noise=cfg.train_noise, seed=cfg.data_seed, split=TRAIN_SPLIT)
-        self.eval_rows = load_rows(cfg.eval_data, parse_k_list("eval_k", cfg.eval_k), cfg.eval_per_k,
-                                   noise=cfg.eval_noise, seed=cfg.data_seed, split=EVAL_SPLIT)
+        self.train_rows, self.eval_rows = load_train_rows(cfg), load_eval_rows(cfg)
         self.train_examples, self.train_cut = encode(self.train_rows, tokenizer, kind, max_length)
         self.eval_examples, self.eval_cut = encode(self.eval_rows, tokenizer, kind, max_length)
         for name, cut, n in (("train", self.train_cut, len(self.train_rows)),
@@ -362,7 +374,7 @@ class StepgameTask:
         # weights; predictions are reused when the trainable weights are unchanged. Checked by
         # content (sum and sum of squares per tensor), not by tensor versions: optimizers such as
         # DeepSpeed's write through ``param.data``, which leaves the version counter alone.
-        fingerprint = _fingerprint(module)
+        fingerprint = weights_fingerprint(module)
         if self._last is None or self._last[0] != fingerprint:
             preds, loss = run_model(module, self.tokenizer, self.kind, self.eval_examples, self.cfg.eval_batch_size)
             self._last = (fingerprint, preds, loss)
@@ -378,14 +390,10 @@ class StepgameTask:
 
     def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
         """Accuracy per k / hops / clean-noisy on the eval set; tables and plot written to ``out_dir``."""
-        from raypost.stepgame.evaluate import evaluate, write_results
-
-        preds, _ = self._predict(module)
-        result = evaluate(self.eval_rows, preds)
-        write_results(result, out_dir)
-        return {f"stepgame_{k}": v for k, v in result.metrics().items()}
+        return final_stepgame_metrics(self.eval_rows, self._predict(module)[0], out_dir)
 
 
 __all__ = ["StepgameDataConfig", "StepgameTask", "StepgamePredictor", "load_rows", "encode", "collate",
            "train_batches", "run_model", "answer_budget", "answer_ids", "story_list", "parse_k_list", "data_paths",
+           "resolve_data_paths", "load_train_rows", "load_eval_rows", "check_rows", "final_stepgame_metrics",
            "ANSWER_PREFIX", "TASK_FORMAT", "KINDS", "GENERATE", "TRAIN_SPLIT", "EVAL_SPLIT"]

@@ -59,7 +59,7 @@ def _data(cfg: SyntheticConfig, base: nn.Linear, n: int, seed: int):
     return x, base(x) + x @ delta / cfg.dim
 
 
-def setup(flat: dict, rank: int, world_size: int) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
     train, cfg = split_flat(flat, *CONFIG_CLASSES)
     torch.manual_seed(0)  # identical base and init on every rank
     model = DeltaLinear(cfg.dim, cfg.delta_rank)

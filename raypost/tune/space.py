@@ -196,6 +196,25 @@ def space_bounds(space_search: dict, key: str, fixed: dict, default: Any) -> lis
     return [fixed.get(key, default)]
 
 
+def space_points(search: dict, fixed: dict, keys: list[str] | None = None, limit: int = 4096):
+    """``(point, where)`` for every combination of ``space_bounds`` of ``keys`` (default: every
+    searched key), for a recipe's ``check_space``; past ``limit`` combinations, one key varies at a
+    time around the others' first value. ``where`` names the point for error messages."""
+    import itertools
+    import math
+
+    keys = list(search) if keys is None else [k for k in keys if k in search]
+    choices = [space_bounds(search, k, fixed, None) for k in keys]
+    if math.prod(len(c) for c in choices) <= limit:
+        combos = itertools.product(*choices)
+    else:
+        first = [c[0] for c in choices]
+        combos = (tuple(first[:i] + [v] + first[i + 1:]) for i, values in enumerate(choices) for v in values)
+    for combo in combos:
+        point = dict(zip(keys, combo))
+        yield point, ", ".join(f"{k}={v}" for k, v in point.items()) or "the fixed values"
+
+
 def parse_overrides(items: list[str]) -> dict:
     """``--set key=value`` pairs; values parsed as YAML scalars (numbers, booleans, lists)."""
     out = {}

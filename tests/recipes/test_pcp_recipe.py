@@ -236,3 +236,14 @@ def test_default_space_loads():
     assert space.fixed["model"] == "minilm" and {"mask_prob", "cpt_steps", "cpt_lr", "ft_lr"} <= set(space.search)
     assert "raypost sweep pcp" in default_space_file("pcp").read_text()
     assert space.optuna_space()["cpt_steps"].step == 1
+
+
+def test_a_resumed_trial_skips_stage1(setups):
+    """A worker group restarted from a checkpoint loads every weight from it (PCP freezes none),
+    so stage 1 is not redone: weights start as without stage 1, no second cpt_loss curve."""
+    with_cpt, without = setups
+    resumed = pcp.setup(flat(), 0, 1, resuming=True)
+    assert resumed.params["cpt_skipped_on_resume"] is True and resumed.pre_metrics == []
+    assert len(with_cpt.pre_metrics) == 12 and "cpt_skipped_on_resume" not in with_cpt.params
+    same = [torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(), without.model.state_dict().values())]
+    assert all(same)

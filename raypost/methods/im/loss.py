@@ -34,20 +34,22 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, loss_weights: t
     return num / den.clamp_min(1e-8)  # an all-zero-weight batch gives 0 (with a graph), not NaN
 
 
-def model_logits(model: nn.Module, batch: Batch, kind: str = "causal") -> torch.Tensor:
-    """Logits aligned with ``batch["labels"]``."""
+def model_logits(model: nn.Module, batch: Batch, kind: str = "causal", hf_config=None) -> torch.Tensor:
+    """Logits aligned with ``batch["labels"]``. ``hf_config``: the HF model's config, for models
+    whose ``.config`` is something else (a DeepSpeed engine's is its own)."""
     if kind == "seq2seq":
+        config = hf_config or getattr(model, "config", None) or model.base.config  # DeptModel: HF model as .base
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    decoder_input_ids=_decoder_inputs(model, batch["labels"]))
+                    decoder_input_ids=decoder_inputs(config, batch["labels"]))
     else:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     logits = out.logits if hasattr(out, "logits") else out
     return logits[:, -batch["labels"].shape[1]:]  # drop positions of prepended soft prompts, if any
 
 
-def im_loss(model: nn.Module, batch: Batch, kind: str = "causal") -> torch.Tensor:
+def im_loss(model: nn.Module, batch: Batch, kind: str = "causal", hf_config=None) -> torch.Tensor:
     """The training loss of one collated batch (``compute_loss`` of the recipe)."""
-    return weighted_lm_loss(model_logits(model, batch, kind), batch["labels"], batch["loss_weights"],
+    return weighted_lm_loss(model_logits(model, batch, kind, hf_config), batch["labels"], batch["loss_weights"],
                             shift=kind != "seq2seq")
 
 
@@ -68,9 +70,8 @@ def output_only_loss(model: nn.Module, rows: list[Encoded], pad_token_id: int, b
     return num / max(den, 1e-8)
 
 
-def _decoder_inputs(model: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+def decoder_inputs(config, labels: torch.Tensor) -> torch.Tensor:
     """Teacher forcing: the decoder start token, then the labels shifted right (padding for -100)."""
-    config = getattr(model, "config", None) or model.base.config  # DeptModel keeps the HF model as .base
     dec = labels.new_full(labels.shape, config.pad_token_id)
     dec[:, 1:] = labels[:, :-1]
     dec[:, 0] = config.decoder_start_token_id

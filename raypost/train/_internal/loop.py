@@ -29,6 +29,7 @@ STATE_FILE = "trainer_state.json"
 ADAPTER_DIR = "adapter"
 DS_DIR = "deepspeed"
 CHECKPOINT_TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag folder
+NODE_IDS_TAG = "raypost.worker_node_ids"  # Ray node id of each rank of the current worker group
 
 
 def public_config(cfg: dict) -> dict:
@@ -59,15 +60,21 @@ def train_loop_per_worker(cfg: dict) -> None:
     device = resolve_device(train_cfg.device)
 
     recipe = get_recipe(train_cfg.method)
-    setup = recipe.setup(flat, rank, world)
+    checkpoint = ray.train.get_checkpoint()  # before setup: a resumed trial may skip setup-time work
+    setup = recipe.setup(flat, rank, world, resuming=checkpoint is not None)
     engine, optimizer, _, _ = deepspeed.initialize(
         model=setup.model, model_parameters=setup.param_groups,
         config=deepspeed_config(train_cfg, world, device))
     logger = WorkerLogger(cfg.get("_run_id"), cfg.get("_tracking_uri"), enabled=rank == 0)
+    node_ids = ",".join(_node_ids_of_ranks(world))
+    # the param keeps where the trial first ran (params are immutable, so a restart skips it);
+    # the tag follows the worker group, e.g. onto the remaining node after a node was lost
     logger.log_params({**resolved_config(recipe, flat), **setup.params, "world_size": world,
-                       "device": device.type, "optimizer": type(optimizer).__name__})
+                       "device": device.type, "optimizer": type(optimizer).__name__,
+                       "worker_node_ids": node_ids[:6000]})  # MLflow's param limit: ~100 ranks
+    logger.set_tag(NODE_IDS_TAG, node_ids[:8000])
 
-    state = _restore(engine, ray.train.get_checkpoint())
+    state = _restore(engine, checkpoint)
     step, best = state["step"], state.get("best")
     if step:
         logger.add(step, resumed_from_step=step)
@@ -125,6 +132,10 @@ def _report(engine, setup, metrics: dict, state: dict, rank: int, log_adapter=No
             if log_adapter is not None:
                 log_adapter(Path(tmp) / ADAPTER_DIR)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    # report() only queues the result; the controller commits it at its next poll. Waiting for
+    # that (~RAY_TRAIN_HEALTH_CHECK_INTERVAL_S) means a worker lost right after an evaluation
+    # restarts from this checkpoint, not from the one before it.
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
 
 def _restore(engine, checkpoint) -> dict:
@@ -134,6 +145,18 @@ def _restore(engine, checkpoint) -> dict:
     with checkpoint.as_directory() as path:
         engine.load_checkpoint(os.path.join(path, DS_DIR), tag=CHECKPOINT_TAG, load_module_strict=False)
         return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def _node_ids_of_ranks(world: int) -> list[str]:
+    """The Ray node id of every rank, in rank order (one collective per worker-group start)."""
+    import ray
+
+    mine = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [mine]
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, mine)
+    return gathered
 
 
 def _replica_max_diff(module, world: int) -> float:
