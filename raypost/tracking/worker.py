@@ -30,6 +30,10 @@ class WorkerLogger:
             if new:
                 self.client.log_batch(self.run_id, params=new)
 
+    def set_tag(self, key: str, value: str) -> None:
+        if self.enabled:
+            self.client.set_tag(self.run_id, key, value)
+
     def add(self, step: int, /, **metrics: float) -> None:
         if self.enabled:
             from mlflow.entities import Metric
@@ -44,12 +48,13 @@ class WorkerLogger:
             self._pending = []
 
     def log_adapter(self, adapter_dir: Path, metric: str, value: float, step: int) -> None:
-        """The trial's best adapter so far, as artifacts and as a registrable pyfunc model."""
+        """The trial's best adapter so far, as ``adapter/`` artifacts (milliseconds); ``raypost
+        promote`` builds the registrable pyfunc model from them (0.1-1 s, paid once, not per
+        improvement while every rank waits at the report)."""
         if self.enabled:
-            from raypost.tracking.registry import log_adapter_model
+            from raypost.tracking.registry import log_adapter_artifacts
 
-            log_adapter_model(self.run_id, self.client.tracking_uri, adapter_dir)
-            self.client.log_metric(self.run_id, f"best_{metric}", float(value), step=step)
+            log_adapter_artifacts(self.client, self.run_id, adapter_dir, metric, value, step)
 
     def log_final(self, metrics: dict, artifacts_dir: Path, step: int) -> None:
         """End-of-trial evaluation: metrics plus the tables and plots written to a folder."""

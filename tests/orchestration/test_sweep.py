@@ -67,7 +67,10 @@ def test_sweep_two_workers_asha_mlflow(ray_cluster, tmp_path, tracking_uri, mlfl
     assert parent[0].data.metrics["best_eval_accuracy"] == best.data.metrics["best_eval_accuracy"] == good[-1].value
     assert yaml.safe_load((tmp_path / "ray" / "sweep-a" / "best_config.yaml").read_text())["lr"] == 0.1
     assert "adapter.safetensors" in {a.path.split("/")[-1] for a in mlflow_client.list_artifacts(best_id, "adapter")}
-    assert best.data.tags["raypost.model_uri"].startswith("models:/")
+    # the adapter is logged as plain artifacts when the metric improves; the pyfunc model is built
+    # from them by `raypost promote` (tests/tracking/test_registry.py), not during the trial
+    assert int(best.data.tags["raypost.adapter_step"]) in (10, 20, 30, 40)
+    assert "raypost.model_uri" not in best.data.tags
     parent_files = {a.path for a in mlflow_client.list_artifacts(parent[0].info.run_id)}
     assert {"search_space.yaml", "best_config.yaml", "summary.md", "optuna"} <= parent_files
     plots = {a.path.split("/")[-1] for a in mlflow_client.list_artifacts(parent[0].info.run_id, "optuna")}

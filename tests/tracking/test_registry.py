@@ -79,6 +79,8 @@ def test_sweep_records_params_metrics_artifacts(sweep):
             assert client.get_metric_history(t.info.run_id, name), name
         files = {a.path for a in client.list_artifacts(t.info.run_id, "adapter")}
         assert {"adapter/adapter.safetensors", "adapter/adapter_config.json", "adapter/raypost_adapter.json"} <= files
+        # trials log plain adapter files (and the step they are from); the pyfunc model waits for promote
+        assert int(t.data.tags["raypost.adapter_step"]) in (3, 6) and "raypost.model_uri" not in t.data.tags
         # final StepGame evaluation: accuracy per k and the tables/plot
         assert {"stepgame_acc", "stepgame_acc_k1", "stepgame_acc_k2"} <= set(t.data.metrics)
         assert 0.0 <= t.data.metrics["stepgame_acc_k1"] <= 1.0
@@ -94,11 +96,16 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
 
     tmp, uri = sweep
     client = _client(uri)
-    assert main(["promote", "reg", "--name", "stepgame-dept", "--tracking-uri", uri]) == 0
-    first = client.get_model_version_by_alias("stepgame-dept", "champion")
     trials = [r for r in client.search_runs([client.get_experiment_by_name("raypost-dept").experiment_id])
               if r.data.tags["raypost.role"] == "trial"]
     best = max(trials, key=lambda r: r.data.metrics["best_eval_accuracy"])
+    assert main(["promote", "reg", "--name", "stepgame-dept", "--tracking-uri", uri]) == 0
+    first = client.get_model_version_by_alias("stepgame-dept", "champion")
+    # promote built the pyfunc model from the run's adapter/ files, and left the run as it was
+    promoted = client.get_run(best.info.run_id)
+    assert promoted.data.tags["raypost.model_uri"] == first.source
+    assert promoted.data.tags["raypost.model_adapter_step"] == best.data.tags["raypost.adapter_step"]
+    assert (promoted.info.status, promoted.info.end_time) == (best.info.status, best.info.end_time)
     assert first.run_id == best.info.run_id or first.tags["run_id"] == best.info.run_id
     assert first.tags["metric"] == "eval_accuracy" and first.tags["base_model"] == "tiny:bert"
     assert float(first.tags["metric_value"]) == best.data.metrics["best_eval_accuracy"]
@@ -130,6 +137,7 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
     assert main(["promote", "reg", "--name", "stepgame-dept", "--tracking-uri", uri]) == 0
     second = client.get_model_version_by_alias("stepgame-dept", "champion")
     assert int(second.version) == int(first.version) + 1
+    assert second.source == first.source  # the same adapter: its model is reused, not logged again
     assert client.get_model_version("stepgame-dept", first.version).status == "READY"
 
 
