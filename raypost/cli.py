@@ -24,6 +24,9 @@ def _sweep(sub):
     p.add_argument("--workers", type=int, help="Ray Train workers per trial (default: the space's, else 2)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 trains on CPU)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
+    p.add_argument("--placement", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), default="PACK",
+                   help="how a trial's workers are placed on nodes (Ray placement-group strategy; default PACK: "
+                        "as few nodes as fit them; SPREAD: one per node where possible)")
     p.add_argument("--name", help="sweep name (default: METHOD-<timestamp>); reuse it with --resume")
     p.add_argument("--resume", action="store_true", help="resume the sweep called --name; finished trials are not redone")
     p.add_argument("--scheduler", choices=("asha", "fifo"), help="early stopping (default: the space's, else asha)")

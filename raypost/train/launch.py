@@ -10,15 +10,27 @@ from dataclasses import dataclass
 from raypost.configs import check
 
 
+# Ray placement-group strategies for a trial's workers (Ray's own names; PACK is Ray's default):
+#   PACK           as few nodes as possible; spills onto more nodes when one cannot hold them all
+#   SPREAD         one worker per node where possible; falls back to sharing nodes (e.g. after a
+#                  node is lost, the restarted group may pack onto the remaining node)
+#   STRICT_PACK    all workers on one node, or the trial waits
+#   STRICT_SPREAD  every worker on a different node, or the trial waits
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 @dataclass
 class Scaling:
     workers: int = 2
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    placement_strategy: str = "PACK"
 
     def __post_init__(self):
         check(self.workers >= 1, f"--workers={self.workers} must be at least 1")
         check(self.gpus_per_worker >= 0, f"--gpus-per-worker={self.gpus_per_worker} must be >= 0")
+        check(self.placement_strategy in PLACEMENT_STRATEGIES,
+              f"--placement={self.placement_strategy} must be one of {', '.join(PLACEMENT_STRATEGIES)}")
 
     def ray(self):
         from ray.train import ScalingConfig
@@ -27,7 +39,7 @@ class Scaling:
         if self.gpus_per_worker:
             resources["GPU"] = self.gpus_per_worker
         return ScalingConfig(num_workers=self.workers, use_gpu=self.gpus_per_worker > 0,
-                             resources_per_worker=resources)
+                             resources_per_worker=resources, placement_strategy=self.placement_strategy)
 
 
 def build_trainer(config: dict, scaling: Scaling, name: str, storage: str, *, metric: str, mode: str,

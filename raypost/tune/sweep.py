@@ -88,7 +88,8 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
         **{f"fixed.{k}": v for k, v in space.fixed.items()},
         **{f"search.{k}": json.dumps(v) for k, v in space.search.items()},
         "samples": opts.samples, "scheduler": opts.scheduler, "workers": opts.scaling.workers,
-        "gpus_per_worker": opts.scaling.gpus_per_worker, "objectives": json.dumps(space.objectives)})
+        "gpus_per_worker": opts.scaling.gpus_per_worker, "placement": opts.scaling.placement_strategy,
+        "objectives": json.dumps(space.objectives)})
     client.log_text(parent_run_id, yaml.safe_dump(space.as_dict(), sort_keys=False), "search_space.yaml")
 
     knobs.apply_defaults()
@@ -185,7 +186,8 @@ def options_from_args(args, space: SearchSpace) -> SweepOptions:
         name=args.name or f"{space.method}-{dt.datetime.now():%Y%m%d-%H%M%S}",
         storage=knobs.storage_path(args.storage), tracking_uri=knobs.tracking_uri(args.tracking_uri),
         scaling=Scaling(workers=args.workers or space.workers, cpus_per_worker=args.cpus_per_worker,
-                        gpus_per_worker=args.gpus_per_worker),
+                        gpus_per_worker=args.gpus_per_worker,
+                        placement_strategy=getattr(args, "placement", None) or "PACK"),
         samples=samples, scheduler=args.scheduler or space.scheduler, address=args.address, resume=args.resume,
         max_failures=getattr(args, "max_failures", 2))
 

@@ -48,22 +48,50 @@ RELAY = HERE / "ssh_relay.py"
 STOPPER = HERE / "scoped_ray_stop.py"
 VENV_BIN = Path(sys.executable).parent  # the venv running pytest is the node's venv too
 
-# What `ray exec` runs on the head. It will become the real workload once `raypost sweep`
-# exists, e.g.
-#   'raypost sweep dept --address auto --samples 1 --workers 1 '
-#   '--storage "$RAYPOST_STORAGE" --tracking-uri "$MLFLOW_TRACKING_URI"'
-# (then also change check_exec_output). For now: attach to the running cluster the way the
-# sweep does (`address="auto"`) and show that the head's CPUs are there.
+# What `ray exec` runs on the head: a real, tiny sweep, as docs/cluster.md runs it on AWS, with
+# `--address auto` (inside the node only this cluster's RAY_TMPDIR is visible, so "auto" finds
+# it) and the storage/tracking/Optuna locations the node's ~/.raypost_env exports. One trial of
+# one worker: the node has 2 CPUs (a worker's 1 + the trial driver's 0.01).
+SWEEP_SPACE = HERE / "ray_up_space.yaml"
+SWEEP_NAME = "ray-up-sweep"
 RAY_EXEC_COMMAND = (
-    'python -c "import ray; ray.init(address=\'auto\'); '
-    "print('CLUSTER_RESOURCES', ray.cluster_resources())\""
+    f"raypost sweep raypost.recipes.synthetic --space {SWEEP_SPACE} --address auto --samples 1 "
+    f'--workers 1 --name {SWEEP_NAME} --storage "$RAYPOST_STORAGE" --tracking-uri "$MLFLOW_TRACKING_URI"'
 )
 
 
 def check_exec_output(output: str) -> None:
-    match = re.search(r"CLUSTER_RESOURCES (\{.*\})", output)
-    assert match, f"`ray exec` printed no resources:\n{output[-3000:]}"
-    assert re.search(r"'CPU': 2\.0", match.group(1)), f"head CPUs missing: {match.group(1)}"
+    assert re.search(r"sweep finished: 1 trials, 0 errored; best eval_accuracy = [0-9.]+ \(run [0-9a-f]{32}\)",
+                     output), f"`ray exec` did not finish the sweep:\n{output[-5000:]}"
+
+
+def check_sweep_records(home: Path, head_node_id: str) -> None:
+    """What the sweep left on the node: MLflow runs in $MLFLOW_TRACKING_URI, the Optuna study in
+    $RAYPOST_OPTUNA_STORAGE, Tune/Train state under $RAYPOST_STORAGE."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    exp = client.get_experiment_by_name("raypost-raypost.recipes.synthetic")
+    assert exp, "no MLflow experiment in the node's $MLFLOW_TRACKING_URI"
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`raypost.sweep` = '{SWEEP_NAME}'")
+    parents = [r for r in runs if r.data.tags["raypost.role"] == "sweep"]
+    trials = [r for r in runs if r.data.tags["raypost.role"] == "trial"]
+    assert len(parents) == 1 and len(trials) == 1, [r.data.tags for r in runs]
+    (parent,), (trial,) = parents, trials
+    assert parent.info.status == trial.info.status == "FINISHED"
+    assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.tags["raypost.best_run_id"] == trial.info.run_id
+    assert trial.data.params["world_size"] == "1"
+    assert trial.data.params["worker_node_ids"] == head_node_id  # the trial ran on the cluster's node
+    assert 0.05 <= float(trial.data.params["lr"]) <= 0.2
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "eval_accuracy")] == [10, 20]
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "train_loss")] == list(range(1, 21))
+
+    import optuna
+
+    study = optuna.load_study(study_name=SWEEP_NAME, storage=f"sqlite:///{home}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert (home / "ray_results" / SWEEP_NAME).is_dir() and (home / "ray_results" / f"{SWEEP_NAME}-train").is_dir()
 
 
 REQUIRED_BINARIES = ("sshd", "ssh", "ssh-keygen", "rsync")
@@ -154,7 +182,7 @@ def local_node():
         pytest.skip(
             f"needs {', '.join(missing)} on PATH (Debian: apt-get install -y openssh-server rsync)"
         )
-    for path in (RELAY, STOPPER, VENV_BIN / "ray"):
+    for path in (RELAY, STOPPER, VENV_BIN / "ray", SWEEP_SPACE):
         assert " " not in str(path), f"a space in {path} breaks Ray's ssh/rsync command lines"
 
     # Short path on purpose: Ray's unix sockets live under it (108-byte limit).
@@ -303,6 +331,10 @@ def test_ray_up_exec_down_leaves_nothing_running(local_node):
         f"expected to attach to port {local_node['gcs_port']}, got {connected}:\n{out[-3000:]}"
     )
     check_exec_output(out)
+    raylets = [p for p in _ray_processes_using(ray_tmp) if p.info["name"] == "raylet"]
+    assert len(raylets) == 1, scoped_ray_stop.describe(raylets)
+    head_node_id = re.search(r"--node_id=([0-9a-f]+)", " ".join(raylets[0].info["cmdline"])).group(1)
+    check_sweep_records(home, head_node_id)
 
     out = _run([ray_cli, "down", "-y", cfg], env, log, timeout=300)
     assert "Exception occurred when stopping the cluster Ray runtime" not in out, out[-3000:]
