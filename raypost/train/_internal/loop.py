@@ -111,12 +111,14 @@ def train_loop_per_worker(cfg: dict) -> None:
         best = value if improved else best
         logger.add(step, **{k: v for k, v in metrics.items() if k != "train_loss"})  # logged per step above
         logger.flush()
+        if step == train_cfg.steps and rank == 0 and setup.final_evaluate is not None:
+            # before the last report, not after: a scheduler may stop the trial at any report,
+            # and a trial stopped at its last one would otherwise never get its final evaluation
+            with tempfile.TemporaryDirectory() as out:
+                logger.log_final(setup.final_evaluate(engine.module, Path(out)), Path(out), step)
         _report(engine, setup, metrics, {"step": step, "best": best}, rank,
                 log_adapter=(lambda d: logger.log_adapter(d, train_cfg.metric, value, step)) if improved else None)
         window_tokens, window_start = 0, time.perf_counter()
-    if rank == 0 and setup.final_evaluate is not None:
-        with tempfile.TemporaryDirectory() as out:
-            logger.log_final(setup.final_evaluate(engine.module, Path(out)), Path(out), step)
 
 
 def _report(engine, setup, metrics: dict, state: dict, rank: int, log_adapter=None) -> None:
