@@ -8,13 +8,21 @@ take the same step from the same weights and end stage 1 with identical weights 
 loop's ``replica_max_diff``). Running stage 1 identically on every rank would also keep them in
 sync, but every extra worker would then redo the same work instead of adding data per step.
 
+With ``pseudo_label_steps`` N > 0 (the paper's PCP with pseudo-labels), stage 1 first trains stage 2's
+classifier from the original weights for N steps at ``ft_lr`` on the labelled rows (the same
+all-reduced AdamW loop, ``sharded_adamw``), lets it label the unlabelled rows (each rank its shard,
+one ``all_gather``, so every rank holds the same labels), restores the original weights, and writes
+each predicted label word into the template's slot instead of [MASK]. Stage 2 is unchanged.
+
 Stage 2 is what the shared DeepSpeed loop trains: ``PromptMLMClassifier`` (the MLM head read at the
 template's mask slot, restricted to the verbalizer's label words) on a few labelled examples per
 relation (``labelled_per_label``), at ``ft_lr``. Both stages train every weight, as in the paper,
 so the saved "adapter" is the whole masked-LM model.
 
 Stage-1 losses are logged as the ``cpt_loss`` metric curve (``TrialSetup.pre_metrics``) and as
-params (``cpt_loss_first``/``cpt_loss_last``, and a fixed held-out probe before/after).
+params (``cpt_loss_first``/``cpt_loss_last``, and a fixed held-out probe before/after); the
+pseudo-label model's as ``pseudo_label_loss`` and ``pseudo_label_*`` params (accuracy against the
+rows' true labels, label counts, seconds).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -198,33 +206,26 @@ def load_mlm_reporting(name: str, seed: int) -> tuple[object, list[str]]:
     return base, messages
 
 
-def continued_pretraining_sharded(model, tokenizer, texts: list[list[int]], cfg: PcpConfig, train: TrainConfig,
-                                  rank: int, world_size: int, device: torch.device) -> list[float]:
-    """Stage 1: ``cpt_steps`` AdamW steps of ``mlm_loss`` at ``cpt_lr``; rank r masks texts r, r + world, ...
-    With world_size > 1, each step's gradients (and loss, for logging) are averaged over the ranks
-    with one ``all_reduce``, so every rank applies the same update. Returns the mean loss per step."""
+def sharded_adamw(model, loss_fn: Callable[[dict], torch.Tensor], batches: Iterator[dict], steps: int, lr: float,
+                  train: TrainConfig, world_size: int, device: torch.device, what: str = "stage 1") -> list[float]:
+    """``steps`` plain-torch AdamW steps (``lr``, ``weight_decay``, clipped at ``max_grad_norm``) on
+    ``loss_fn(batch)`` for this rank's ``batches``, training ``model``'s trainable weights. With
+    world_size > 1, each step's gradients (and loss, for logging) are averaged over the ranks with
+    one ``all_reduce``, so every rank applies the same update. Returns the mean loss per step."""
     import torch.distributed as dist
 
-    if cfg.cpt_steps == 0:
-        return []
-    shard = texts[rank::world_size]
-    if not shard:
-        raise DataError(f"{len(texts)} unlabelled texts cannot be shared by {world_size} workers; "
-                        "raise unlabelled_size")
     distributed = world_size > 1
     if distributed and not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError(f"stage 1 on {world_size} workers needs torch.distributed initialised (Ray Train does "
+        raise RuntimeError(f"{what} on {world_size} workers needs torch.distributed initialised (Ray Train does "
                            "this before the training loop starts)")
     on_nccl = distributed and dist.get_backend() == "nccl"
-    batches = mlm_batches(shard, tokenizer, train.batch_size, cfg.mask_prob, seed=train.seed + 7919 * rank,
-                          max_prompt_length=cfg.max_prompt_length)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.cpt_lr, weight_decay=train.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=train.weight_decay)
     model.train()
     losses = []
-    for _ in range(cfg.cpt_steps):
+    for _ in range(steps):
         batch = {k: v.to(device) for k, v in next(batches).items()}
-        loss = mlm_loss(model, batch)
+        loss = loss_fn(batch)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -247,6 +248,57 @@ def continued_pretraining_sharded(model, tokenizer, texts: list[list[int]], cfg:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return losses
+
+
+def continued_pretraining_sharded(model, tokenizer, texts: list[list[int]], cfg: PcpConfig, train: TrainConfig,
+                                  rank: int, world_size: int, device: torch.device) -> list[float]:
+    """Stage 1: ``cpt_steps`` AdamW steps of ``mlm_loss`` at ``cpt_lr``; rank r masks texts r, r + world, ...
+    (``sharded_adamw``: gradients averaged over the ranks every step). Returns the mean loss per step."""
+    if cfg.cpt_steps == 0:
+        return []
+    shard = texts[rank::world_size]
+    if not shard:
+        raise DataError(f"{len(texts)} unlabelled texts cannot be shared by {world_size} workers; "
+                        "raise unlabelled_size")
+    batches = mlm_batches(shard, tokenizer, train.batch_size, cfg.mask_prob, seed=train.seed + 7919 * rank,
+                          max_prompt_length=cfg.max_prompt_length)
+    return sharded_adamw(model, lambda batch: mlm_loss(model, batch), batches, cfg.cpt_steps, cfg.cpt_lr, train,
+                         world_size, device, what="stage 1")
+
+
+def pseudo_label_sharded(clf: PromptMLMClassifier, labelled: list[dict], unlabelled: list[dict], cfg: PcpConfig,
+                         train: TrainConfig, rank: int, world_size: int, device: torch.device,
+                         batch_size: int) -> tuple[list[str], list[float]]:
+    """The paper's first prompt-based model: ``clf`` (stage 2's classifier) trained ``pseudo_label_steps``
+    AdamW steps at ``ft_lr`` on the labelled rows (``prompt_batches`` + ``sharded_adamw``, as
+    data-parallel as stage 1), then its label for every unlabelled row: rank r predicts rows
+    r, r + world, ... and one ``all_gather`` gives every rank the same full list. Trains ``clf``
+    in place; the caller restores the weights. Returns (pseudo-labels, loss per step)."""
+    examples, _ = encode_prompts(clf, labelled)
+    batches = prompt_batches(examples, clf.tokenizer.pad_token_id, train.batch_size, rank, world_size, train.seed)
+    losses = sharded_adamw(clf, lambda batch: clf(**batch).loss, batches, cfg.pseudo_label_steps, cfg.ft_lr, train,
+                           world_size, device, what="pseudo-labelling")
+    shard = unlabelled[rank::world_size]
+    preds = classify(clf, encode_prompts(clf, shard, with_labels=False)[0], batch_size)[0] if shard else []
+    ids = gather_sharded([clf.verbalizer.index(p) for p in preds], len(unlabelled), world_size)
+    return [clf.verbalizer.labels[i] for i in ids], losses
+
+
+def gather_sharded(values: list[int], n: int, world_size: int) -> list[int]:
+    """The full list of ``n`` ints from every rank's shard ``values`` (items r, r + world, ...),
+    identical on every rank: one ``all_gather`` of the shards padded to equal length."""
+    import torch.distributed as dist
+
+    if world_size == 1:
+        return list(values)
+    width = -(-n // world_size)
+    local = torch.full((width,), -1, dtype=torch.long)
+    local[:len(values)] = torch.tensor(values, dtype=torch.long)
+    local = local.cuda() if dist.get_backend() == "nccl" else local
+    gathered = [torch.empty_like(local) for _ in range(world_size)]
+    dist.all_gather(gathered, local)
+    # gathered[r][j] is item r + j * world: reading the (world, width) stack column by column restores the order
+    return torch.stack(gathered).T.reshape(-1)[:n].tolist()
 
 
 @torch.no_grad()
@@ -359,7 +411,27 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
         log.info("resuming from a checkpoint: stage 1 (%d steps) is not run again", pcp.cpt_steps)
         params["cpt_skipped_on_resume"] = True
     elif pcp.cpt_steps:
-        texts = pcp_texts(template, [template_row(r) for r in unlabelled], tokenizer, pcp.max_prompt_length)
+        pseudo = None
+        if pcp.pseudo_label_steps:
+            # the paper's PCP with pseudo-labels: a first prompt-based model (stage 2's classifier, from the
+            # original weights) labels the unlabelled texts; stage 1 then starts again from the original weights
+            start = time.perf_counter()
+            snapshot = {k: v.detach().to("cpu", copy=True) for k, v in mlm.state_dict().items()}
+            torch.manual_seed(train.seed + rank)
+            first = PromptMLMClassifier(mlm, tokenizer, template, verbalizer, pcp.max_prompt_length).to(device)
+            pseudo, pl_losses = pseudo_label_sharded(first, labelled, unlabelled, pcp, train, rank, world_size,
+                                                     device, data_cfg.eval_batch_size)
+            mlm.load_state_dict(snapshot)
+            del first, snapshot
+            known = [(p, r["label"]) for p, r in zip(pseudo, unlabelled) if r.get("label") in LABELS]
+            pre_metrics += [(i + 1, {"pseudo_label_loss": value}) for i, value in enumerate(pl_losses)]
+            params.update({"pseudo_label_loss_first": pl_losses[0], "pseudo_label_loss_last": pl_losses[-1],
+                           "pseudo_label_counts": ",".join(f"{lab}:{pseudo.count(lab)}" for lab in verbalizer.labels),
+                           "pseudo_label_seconds": round(time.perf_counter() - start, 2)})
+            if known:  # generated and official StepGame rows keep their labels: how right were the pseudo-labels?
+                params["pseudo_label_accuracy"] = sum(p == t for p, t in known) / len(known)
+        texts = pcp_texts(template, [template_row(r) for r in unlabelled], tokenizer, pcp.max_prompt_length,
+                          verbalizer=verbalizer, pseudo_labels=pseudo)
         probe_texts = pcp_texts(template, [template_row(r) for r in eval_rows[:data_cfg.eval_batch_size]], tokenizer,
                                 pcp.max_prompt_length)
         probe = {k: v.to(device) for k, v in next(mlm_batches(probe_texts, tokenizer, len(probe_texts), pcp.mask_prob,
@@ -368,7 +440,7 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
         torch.manual_seed(train.seed + rank)  # dropout: each rank its own stream, as under DeepSpeed
         start = time.perf_counter()
         losses = continued_pretraining_sharded(mlm, tokenizer, texts, pcp, train, rank, world_size, device)
-        pre_metrics = [(i + 1, {"cpt_loss": value}) for i, value in enumerate(losses)]
+        pre_metrics += [(i + 1, {"cpt_loss": value}) for i, value in enumerate(losses)]
         params.update({"cpt_texts": len(texts), "cpt_loss_first": losses[0], "cpt_loss_last": losses[-1],
                        "cpt_probe_loss_before": before, "cpt_probe_loss_after": probe_loss(mlm, probe),
                        "cpt_seconds": round(time.perf_counter() - start, 2),
@@ -473,4 +545,5 @@ def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) 
 
 
 __all__ = ["CONFIG_CLASSES", "PcpDataConfig", "PcpEvaluation", "PromptStepgamePredictor", "setup", "check_space",
-           "load_predictor", "split_pool", "template_row", "continued_pretraining_sharded", "ADAPTER_META"]
+           "load_predictor", "split_pool", "template_row", "continued_pretraining_sharded", "pseudo_label_sharded",
+           "sharded_adamw", "ADAPTER_META"]

@@ -12,6 +12,9 @@ INSTRUCTION = (
 
 
 def to_instruction_rows(dataset) -> list[dict]:
-    """One ``{"instruction", "input", "output"}`` per example; output is the label word."""
-    return [{"instruction": INSTRUCTION, "input": format_input(r["story"], r["question"]),
+    """One ``{"instruction", "input", "output"}`` per example; output is the label word. A story
+    may be a list of sentences or one string (``story_list``)."""
+    from raypost.recipes.stepgame_task import story_list  # imported here: it loads torch
+
+    return [{"instruction": INSTRUCTION, "input": format_input(story_list(r["story"]), r["question"]),
              "output": label_word(r["label"])} for r in rows_of(dataset)]

@@ -146,6 +146,11 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="mask_prob=1.5"):
         PcpConfig(mask_prob=1.5)
     assert make_verbalizer(PcpConfig(verbalizer="yes:y,no:n").verbalizer, tiny_tokenizer()).labels == ["yes", "no"]
+    with pytest.raises(ConfigError, match=r"^pseudo_label_steps=-1 is below its minimum 0$"):
+        PcpConfig(pseudo_label_steps=-1)
+    with pytest.raises(ConfigError, match=r"^pseudo_label_steps=5 needs cpt_steps > 0 .*cpt_steps=0 skips stage 1"):
+        PcpConfig(pseudo_label_steps=5, cpt_steps=0)
+    assert PcpConfig(pseudo_label_steps=5, cpt_steps=1).pseudo_label_steps == 5
 
 
 def test_field_names_are_unique_across_config_classes():

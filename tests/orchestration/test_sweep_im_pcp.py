@@ -26,12 +26,16 @@ IM_SPACE = {
 }
 PCP_SPACE = {
     "method": "pcp", "samples": 2, "workers": 2, "scheduler": "fifo",
-    "points_to_evaluate": [{"mask_prob": 0.15, "cpt_steps": 3}, {"mask_prob": 0.3, "cpt_steps": 5}],
+    # the second trial also pseudo-labels the unlabelled texts first (a 2-step first model, its
+    # predictions gathered from both ranks) and fills the label words into stage 1's slot
+    "points_to_evaluate": [{"mask_prob": 0.15, "cpt_steps": 3, "pseudo_label_steps": 0},
+                           {"mask_prob": 0.3, "cpt_steps": 5, "pseudo_label_steps": 2}],
     "fixed": {"model": "tiny:bert", "max_prompt_length": 96, "ft_lr": 3.0e-3, "cpt_lr": 3.0e-3, "eval_every": 2,
               "batch_size": 2, "train_k": "2", "train_per_k": 40, "labelled_per_label": 1, "unlabelled_size": 12,
               "eval_k": "2", "eval_per_k": 4},
     "search": {"mask_prob": {"type": "float", "low": 0.1, "high": 0.3},
-               "cpt_steps": {"type": "int", "low": 3, "high": 5}},
+               "cpt_steps": {"type": "int", "low": 3, "high": 5},
+               "pseudo_label_steps": {"type": "categorical", "values": [0, 2]}},
 }
 
 
@@ -107,5 +111,11 @@ def test_sweep_pcp(ray_cluster, tmp_path, tracking_uri, mlflow_client):
         assert [m.step for m in cpt] == list(range(1, int(params["cpt_steps"]) + 1))
         assert float(params["cpt_loss_first"]) == cpt[0].value and float(params["cpt_loss_last"]) == cpt[-1].value
         assert {"mask_prob", "cpt_lr", "ft_lr", "template", "verbalizer_words"} <= set(params)
+        pseudo = mlflow_client.get_metric_history(trial.info.run_id, "pseudo_label_loss")
+        if params["pseudo_label_steps"] == "2":  # both ranks got the same labels: stage 1 stayed in sync
+            assert [m.step for m in pseudo] == [1, 2] and 0.0 <= float(params["pseudo_label_accuracy"]) <= 1.0
+            assert sum(int(c.split(":")[1]) for c in params["pseudo_label_counts"].split(",")) == 12
+        else:
+            assert pseudo == [] and "pseudo_label_accuracy" not in params
         files = {a.path.split("/")[-1] for a in mlflow_client.list_artifacts(trial.info.run_id, "adapter")}
         assert {"model.safetensors", "config.json", "raypost_adapter.json"} <= files

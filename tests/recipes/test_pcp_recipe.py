@@ -247,3 +247,91 @@ def test_a_resumed_trial_skips_stage1(setups):
     assert len(with_cpt.pre_metrics) == 12 and "cpt_skipped_on_resume" not in with_cpt.params
     same = [torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(), without.model.state_dict().values())]
     assert all(same)
+    resumed = pcp.setup(flat(pseudo_label_steps=4), 0, 1, resuming=True)  # no first model either
+    assert resumed.pre_metrics == [] and not [k for k in resumed.params if k.startswith("pseudo_label")]
+
+
+# ---- pseudo-labels (pseudo_label_steps) -----------------------------------------------------------
+def test_pseudo_labels_fill_the_slot_and_stage1_restarts_from_the_original_weights(setups, monkeypatch):
+    """The first prompt model's labels (checked one example at a time) are the label words in stage
+    1's slots (token ids); stage 1 then starts from the original weights, not the first model's."""
+    seen = {}
+    real_pseudo, real_cpt = pcp.pseudo_label_sharded, pcp.continued_pretraining_sharded
+
+    def spy_pseudo(clf, labelled, unlabelled, *args):
+        labels, losses = real_pseudo(clf, labelled, unlabelled, *args)
+        seen.update(labels=labels, rows=unlabelled, independent=one_by_one(clf, unlabelled),
+                    first_model={k: v.clone() for k, v in clf.mlm.state_dict().items()})
+        return labels, losses
+
+    def spy_cpt(model, tokenizer, texts, *args):
+        seen.update(texts=texts, stage1_start={k: v.clone() for k, v in model.state_dict().items()})
+        return real_cpt(model, tokenizer, texts, *args)
+
+    monkeypatch.setattr(pcp, "pseudo_label_sharded", spy_pseudo)
+    monkeypatch.setattr(pcp, "continued_pretraining_sharded", spy_cpt)
+    setup = pcp.setup(flat(pseudo_label_steps=8), 0, 1)
+    tok, rows, labels = setup.model.tokenizer, seen["rows"], seen["labels"]
+
+    # the pseudo-labels are what the first model predicts; p["pseudo_label_accuracy"] compares them with the truth
+    assert len(labels) == len(rows) == 24 and labels == seen["independent"]
+    p = setup.params
+    assert p["pseudo_label_accuracy"] == pytest.approx(sum(a == r["label"] for a, r in zip(labels, rows)) / 24)
+    assert p["pseudo_label_counts"] == ",".join(f"{lab}:{labels.count(lab)}" for lab in LABELS)
+    assert p["pseudo_label_loss_last"] < p["pseudo_label_loss_first"] and p["pseudo_label_seconds"] >= 0
+    assert [s for s, m in setup.pre_metrics if "pseudo_label_loss" in m] == list(range(1, 9))
+    assert [s for s, m in setup.pre_metrics if "cpt_loss" in m] == list(range(1, 13))
+
+    # stage-1 inputs: the [MASK] texts with the pseudo-label's word id at the slot, nothing else changed
+    word_id = dict(zip(LABELS, (tok.convert_tokens_to_ids(c) for c in KEYPAD)))
+    masked = pcp_texts(PromptTemplate("{text} Answer: {mask}."), [pcp.template_row(r) for r in rows], tok)
+    for ids, plain, label in zip(seen["texts"], masked, labels):
+        slot = plain.index(tok.mask_token_id)
+        assert ids[slot] == word_id[label] and tok.mask_token_id not in ids
+        assert ids[:slot] + ids[slot + 1:] == plain[:slot] + plain[slot + 1:]
+
+    # restore is real: stage 1 starts from freshly loaded weights (not the first model's), so the
+    # final weights are exactly the original ones + stage 1 on the pseudo-labelled texts
+    original = pcp.load_mlm("tiny:bert", seed=0).model
+    start = seen["stage1_start"]
+    assert all(torch.equal(start[k], v) for k, v in original.state_dict().items())
+    assert not all(torch.equal(start[k], v) for k, v in seen["first_model"].items())
+    assert p["cpt_probe_loss_before"] == setups[0].params["cpt_probe_loss_before"]  # same weights, same probe
+    train, cfg, _, _ = pcp.split_flat(flat(pseudo_label_steps=8), *pcp.CONFIG_CLASSES)
+    torch.manual_seed(0)
+    real_cpt(original, tok, seen["texts"], cfg, train, 0, 1, torch.device("cpu"))
+    final = setup.model.mlm.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in original.state_dict().items())
+
+
+def test_gather_sharded_restores_the_row_order(monkeypatch):
+    """Rank r labels rows r, r + world, ...; one all_gather of padded shards gives every rank all rows in order."""
+    import torch.distributed as dist
+
+    n, world = 7, 3
+    shards = [[10 * i for i in range(n)][r::world] for r in range(world)]  # uneven: 3, 2, 2 rows
+
+    def fake_all_gather(out, local):
+        assert torch.equal(local[:len(shards[1])], torch.tensor(shards[1])) and len(local) == 3
+        for r, t in enumerate(out):
+            t.fill_(-1)
+            t[:len(shards[r])] = torch.tensor(shards[r])
+
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    monkeypatch.setattr(dist, "all_gather", fake_all_gather)
+    assert pcp.gather_sharded(shards[1], n, world) == [10 * i for i in range(n)]
+    assert pcp.gather_sharded([5, 6], 2, 1) == [5, 6]
+
+
+def test_bad_pseudo_label_steps_are_named():
+    from raypost.tune.space import default_space_file, load_space
+
+    with pytest.raises(ConfigError, match=r"^pseudo_label_steps=-1 is below its minimum 0$"):
+        pcp.setup(flat(pseudo_label_steps=-1), 0, 1)
+    with pytest.raises(ConfigError, match=r"^pseudo_label_steps=5 needs cpt_steps > 0 \(pseudo-labels only fill "
+                                          r"stage 1's texts, and cpt_steps=0 skips stage 1\); set cpt_steps > 0 or "
+                                          r"pseudo_label_steps=0$"):
+        pcp.setup(flat(pseudo_label_steps=5, cpt_steps=0), 0, 1)
+    # before any trial starts: the default sweep searches cpt_steps from 0
+    with pytest.raises(ConfigError, match=r"pcp.yaml: pseudo_label_steps=5 needs cpt_steps > 0 "):
+        load_space(default_space_file("pcp"), "pcp", overrides={"pseudo_label_steps": 5})

@@ -109,3 +109,11 @@ def test_instruction_rows():
     rows = to_instruction_rows(ROWS[2:3])
     assert rows[0]["input"] == f"Story: E is to the left of F. F is above G.\nQuestion: {Q.format('E', 'G')}"
     assert rows[0]["output"] == "upper left" and "upper left" in rows[0]["instruction"]
+
+
+def test_instruction_rows_take_a_story_given_as_one_string():
+    """A one-string story is one sentence, not a list of characters to join with spaces."""
+    row = {**ROWS[2], "story": "E is to the left of F. F is above G."}
+    assert to_instruction_rows([row]) == to_instruction_rows(ROWS[2:3])
+    assert to_instruction_rows([{**ROWS[0], "story": "A is to the left of B."}])[0]["input"].startswith(
+        "Story: A is to the left of B.\nQuestion: ")
