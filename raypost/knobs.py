@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Ray Train V2 polls workers every 2 s by default; each `ray.train.report` waits for a poll,
-# so a trial with frequent reports spends most of its time idle. 0.1 s costs nothing here.
+# Ray Train V2's controller polls its workers every 2 s by default, and a report waits for a
+# poll. Polling is not free either: each poll is an RPC into every worker, whose Python thread
+# then competes with the training step. Measured (benchmarks/README.md, platform overhead, tiny
+# DePT steps of ~30 ms, 1 worker): 0.1 s made every step 38% slower than plain PyTorch, 1.0 s
+# 9%, at the same cost per evaluation (~0.27 s including the report).
 RAY_DEFAULTS = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0",
     # Ray's 60 s for a worker group to start is too short on a busy 2-core machine (each worker
     # imports torch and DeepSpeed); a timeout there only retries the same slow start.
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -51,5 +50,3 @@ def write_space(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
-
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")

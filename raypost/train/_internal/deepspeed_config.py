@@ -43,3 +43,13 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, device: torch.device) ->
         "wall_clock_breakdown": False,
     }
     return config
+
+
+def initialize_engine(model, param_groups, cfg: TrainConfig, world_size: int, device: torch.device):
+    """``deepspeed.initialize`` with raypost's config; returns ``(engine, optimizer)``. One place for
+    the trial loop and the benchmarks, so both build exactly the same engine."""
+    import deepspeed
+
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups,
+                                                   config=deepspeed_config(cfg, world_size, device))
+    return engine, optimizer

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from raypost.recipes import get_recipe
 from raypost.recipes.base import count_tokens
-from raypost.train._internal.deepspeed_config import deepspeed_config, resolve_device
+from raypost.train._internal.deepspeed_config import initialize_engine, resolve_device
 from raypost.train.config import TrainConfig
 
 PRIVATE_PREFIX = "_"  # config keys the orchestration adds (run ids, URIs); not hyperparameters
@@ -47,7 +47,6 @@ def resolved_config(recipe, flat: dict) -> dict:
 
 
 def train_loop_per_worker(cfg: dict) -> None:
-    import deepspeed
     import ray.train
 
     from raypost.tracking.worker import WorkerLogger
@@ -62,9 +61,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     recipe = get_recipe(train_cfg.method)
     checkpoint = ray.train.get_checkpoint()  # before setup: a resumed trial may skip setup-time work
     setup = recipe.setup(flat, rank, world, resuming=checkpoint is not None)
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=setup.model, model_parameters=setup.param_groups,
-        config=deepspeed_config(train_cfg, world, device))
+    engine, optimizer = initialize_engine(setup.model, setup.param_groups, train_cfg, world, device)
     logger = WorkerLogger(cfg.get("_run_id"), cfg.get("_tracking_uri"), enabled=rank == 0)
     node_ids = ",".join(_node_ids_of_ranks(world))
     # the param keeps where the trial first ran (params are immutable, so a restart skips it);
@@ -135,7 +132,7 @@ def _report(engine, setup, metrics: dict, state: dict, rank: int, log_adapter=No
                 log_adapter(Path(tmp) / ADAPTER_DIR)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     # report() only queues the result; the controller commits it at its next poll. Waiting for
-    # that (~RAY_TRAIN_HEALTH_CHECK_INTERVAL_S) means a worker lost right after an evaluation
+    # that (within RAY_TRAIN_HEALTH_CHECK_INTERVAL_S) means a worker lost right after an evaluation
     # restarts from this checkpoint, not from the one before it.
     ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
