@@ -12,12 +12,12 @@ import sys
 
 from raypost.errors import RaypostError
 
-METHODS = ("dept", "im", "pcp")
+METHODS = ("dept", "im", "pcp", "finetune")
 
 
 def _sweep(sub):
     p = sub.add_parser("sweep", help="Search hyperparameters with Ray Tune + Optuna; each trial is a Ray Train job.")
-    p.add_argument("method", help="dept, im or pcp")
+    p.add_argument("method", help="dept, im, pcp or finetune")
     p.add_argument("--space", help="search-space YAML (default: search_spaces/METHOD.yaml)")
     p.add_argument("--samples", type=int, help="number of trials (default: the space's `samples`)")
     p.add_argument("--address", help="Ray address: 'auto' to attach to a running cluster (default: start a local Ray)")
@@ -39,7 +39,7 @@ def _sweep(sub):
 
 def _train(sub):
     p = sub.add_parser("train", help="Train one run (a Ray Train job) from a config file.")
-    p.add_argument("method", help="dept, im or pcp")
+    p.add_argument("method", help="dept, im, pcp or finetune")
     p.add_argument("--config", help="YAML of flat config keys (see `--help-config`)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers")

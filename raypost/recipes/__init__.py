@@ -2,7 +2,7 @@
 
 import importlib
 
-METHODS = ("dept", "im", "pcp")
+METHODS = ("dept", "im", "pcp", "finetune")
 
 
 def get_recipe(method: str):

@@ -17,7 +17,7 @@ MODES = ("max", "min")
 
 @dataclass
 class TrainConfig:
-    method: str = field("dept", help="Post-training method: dept, im or pcp.")
+    method: str = field("dept", help="Post-training method: dept, im, pcp or finetune (or a recipe module path).")
     model: str = field("minilm", help="Base model: HF id, local path, 'minilm' or 'tiny:<arch>'.")
     steps: int = field(100, help="Optimizer steps per trial.")
     batch_size: int = field(8, help="Micro-batch size per worker.")

@@ -49,7 +49,7 @@ def test_bad_space_exits_2_with_one_line(tmp_path, capsys, text, expected, track
 
 def test_unknown_method(capsys):
     code, err = run(capsys, "sweep", "nosuchmethod")
-    assert code == 2 and err == ["raypost: error: unknown method 'nosuchmethod'; expected one of dept, im, pcp"]
+    assert code == 2 and err == ["raypost: error: unknown method 'nosuchmethod'; expected one of dept, im, pcp, finetune"]
 
 
 def test_missing_space_file(capsys, tmp_path):
