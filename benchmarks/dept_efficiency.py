@@ -48,8 +48,6 @@ import argparse
 import gc
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -62,7 +60,9 @@ from raypost.errors import ConfigError
 from raypost.methods.dept import DeptConfig, DeptModel, rank_for_budget
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- dept_efficiency:begin -->", "<!-- dept_efficiency:end -->"
+sys.path.insert(0, str(HERE))
+import _common as C  # noqa: E402
+BEGIN, END = C.markers("dept_efficiency")
 BUILT = {"t5": "seq2seq", "gpt2": "causal", "llama": "causal"}  # config-built at --d-model/--layers
 DEFAULT_MODELS = ("t5", "llama", "minilm")
 KINDS = ("classifier", "causal", "seq2seq")
@@ -386,19 +386,7 @@ def value(row: dict, key: str) -> float:
 
 # ---- report -------------------------------------------------------------------------------
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    info = {"nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu_model": cpu, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
+    info = {**C.machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     if hasattr(os, "getloadavg"):
         info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     return info
@@ -461,19 +449,6 @@ def render_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def update_readme(path: Path, block: str) -> None:
-    """Replace the text between the dept_efficiency markers (append the block if they are missing)."""
-    text = path.read_text() if path.exists() else ""
-    new = f"{BEGIN}\n{block}{END}"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        head, rest = text.split(BEGIN, 1)
-        text = head + new + rest.split(END, 1)[1]
-    else:
-        text = text + ("\n" if text and not text.endswith("\n") else "") + new + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
@@ -491,7 +466,7 @@ def _run(args, device, dtype) -> dict:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     meta = {
         "benchmark": "dept_efficiency",
-        "command": "python benchmarks/dept_efficiency.py" + "".join(f" {shlex.quote(a)}" for a in args.argv),
+        "command": C.command_line("dept_efficiency.py", args.argv),
         "date": started.strftime("%Y-%m-%d %H:%M UTC"), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "machine": machine(),
@@ -511,7 +486,7 @@ def _run(args, device, dtype) -> dict:
     (args.out_dir / "dept_efficiency.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out_dir / "dept_efficiency.md").write_text(markdown)
     if not args.no_readme:
-        update_readme(args.readme, markdown)
+        C.update_readme(args.readme, "dept_efficiency", markdown)
     print(markdown)
     return report
 

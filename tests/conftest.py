@@ -50,3 +50,15 @@ def write_space(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from more threads; on shared cores extra threads only spin.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

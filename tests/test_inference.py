@@ -14,13 +14,7 @@ from raypost.stepgame import LABELS, generate, save_stepgame
 QUESTION = "What is the relation of the agent A to the agent B?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads; on shared cores extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,8 @@ def test_rerun_replaces_the_block_and_bad_flags_are_errors(bench, tmp_path):
     from raypost.errors import ConfigError
 
     readme = tmp_path / "README.md"
-    bench.update_readme(readme, "one\n")
-    bench.update_readme(readme, "two\n")
+    bench.C.update_readme(readme, "dept_efficiency", "one\n")
+    bench.C.update_readme(readme, "dept_efficiency", "two\n")
     assert readme.read_text() == f"{bench.BEGIN}\ntwo\n{bench.END}\n"
     with pytest.raises(ConfigError, match="prompt-lengths"):
         bench.parse_args(["--prompt-lengths", "100"])

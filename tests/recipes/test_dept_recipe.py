@@ -28,13 +28,7 @@ def flat(model, **kw):
             "lr_prompt": 0.3, "lr_lowrank": 0.05, "lr_head": 0.05, "seed": 0} | kw
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads; on shared cores extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @torch.no_grad()

@@ -27,12 +27,7 @@ def flat(**kw):
             "cpt_lr": 3e-3, "ft_lr": 3e-3, "mask_prob": 0.15, "max_prompt_length": 256, "seed": 0} | kw
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
