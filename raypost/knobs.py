@@ -12,8 +12,10 @@ from pathlib import Path
 # Ray Train V2's controller polls its workers every 2 s by default, and a report waits for a
 # poll. Polling is not free either: each poll is an RPC into every worker, whose Python thread
 # then competes with the training step. Measured (benchmarks/README.md, platform overhead, tiny
-# DePT steps of ~30 ms, 1 worker): 0.1 s made every step 38% slower than plain PyTorch, 1.0 s
-# 9%, at the same cost per evaluation (~0.27 s including the report).
+# DePT steps of ~30 ms, 1 worker, two back-to-back runs): 0.1 s made every step 38% slower than
+# plain PyTorch, 1.0 s 9%, at the same cost per evaluation there (0.27 s including the report;
+# 0.2-0.6 s across runs). The step cost is a share of every second, the report cost is per
+# evaluation, so the slower poll wins for any trial that trains between evaluations.
 RAY_DEFAULTS = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0",
     # Ray's 60 s for a worker group to start is too short on a busy 2-core machine (each worker
