@@ -147,12 +147,16 @@ def log_params(client, run_id: str, params: dict) -> None:
 
 
 def close_dangling_trials(client, parent_run_id: str) -> int:
-    """Trials ASHA stopped are killed mid-run: mark their runs KILLED (not left RUNNING)."""
+    """Trials the scheduler stopped are killed mid-run, before they close their MLflow run: mark
+    them KILLED (not left RUNNING), or FINISHED when they had logged their last step (a stop at
+    the last report; the final evaluation runs before it, so nothing is missing)."""
     closed = 0
     for run in trial_runs(client, parent_run_id):
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "raypost.stopped_early", "true")
-            client.set_terminated(run.info.run_id, status="KILLED")
+            steps, reached = run.data.params.get("steps"), run.data.metrics.get("step")
+            complete = steps is not None and reached is not None and reached >= float(steps)
+            client.set_tag(run.info.run_id, "raypost.stopped_early", str(not complete).lower())
+            client.set_terminated(run.info.run_id, status="FINISHED" if complete else "KILLED")
             closed += 1
     return closed
 
