@@ -14,7 +14,7 @@ import datetime as dt
 import functools
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -83,6 +83,9 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
 
     from raypost.tracking import runs
 
+    # the space as run: --samples/--workers/--scheduler override the file, and the logged
+    # search_space.yaml and the "finished or interrupted" verdict must count the same trials
+    space = replace(space, samples=opts.samples, workers=opts.scaling.workers, scheduler=opts.scheduler)
     client = runs.client_for(opts.tracking_uri)  # unreachable server: stop before Ray starts
     parent_run_id = runs.start_sweep_run(client, space.method, opts.name, opts.resume, params={
         **{f"fixed.{k}": v for k, v in space.fixed.items()},

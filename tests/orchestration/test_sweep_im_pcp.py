@@ -15,8 +15,8 @@ import yaml
 
 from raypost.cli import main
 
-IM_SPACE = {
-    "method": "im", "samples": 2, "workers": 1, "scheduler": "fifo",
+IM_SPACE = {  # samples 3 here, --samples 2 on the command line: the sweep must count 2 as finished
+    "method": "im", "samples": 3, "workers": 1, "scheduler": "fifo",
     "points_to_evaluate": [{"instruction_weight": 1.0, "trainable": "full"},
                            {"instruction_weight": 0.0, "trainable": "lora"}],
     "fixed": {"model": "tiny:gpt2", "max_seq_length": 448, "lr": 3.0e-3, "eval_every": 2, "batch_size": 2,
