@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raypost.errors import TrackingError
+from raypost.stepgame.labels import LABELS
 
 REPORT_MD = "report.md"
 PLOT_PREFIX = "report-"
 ARTIFACT_DIR = "report"
 ACC = "stepgame_acc"  # final StepGame accuracy on the whole eval set (the trial's last weights)
+N_LABELS = len(LABELS)  # StepGame's relations: chance accuracy is 1/9
 GROUPS = (("all", "stepgame_acc"), ("noisy", "stepgame_noisy_acc"), ("clean", "stepgame_clean_acc"))
 SEED_KEYS = ("seed", "data_seed", "adapter_init_seed")
 PLOTS = {"accuracy_per_k": "report-accuracy-per-k.png", "pareto": "report-pareto.png",
@@ -234,7 +236,11 @@ def section_accuracy(sweeps: list[Sweep], out: Path) -> list[str]:
              "`stepgame_noisy_acc_k<k>` / `stepgame_clean_acc_k<k>` for the noisy and clean rows). "
              "Train time = trial run end - start in seconds; peak memory = last `peak_memory_mb`.",
              "Note: the objective is measured on the same eval set, so the best trial's accuracy is an "
-             "optimistic estimate; compare sweeps with equal trial counts."]
+             "optimistic estimate; compare sweeps with equal trial counts.",
+             f"Chance on StepGame's {N_LABELS} relations is 1/{N_LABELS} = {fmt(1 / N_LABELS)}. "
+             "±95% = 1.96·sqrt(acc·(1 - acc) / n) over the n eval rows (param `eval_examples`): the sampling "
+             "error of one evaluation, so two accuracies closer than their intervals are not told apart "
+             "(a per-k accuracy, on fewer rows, is wider still)."]
     shown = []
     for group, prefix in GROUPS:
         ks = _ks(best, prefix)
@@ -245,13 +251,16 @@ def section_accuracy(sweeps: list[Sweep], out: Path) -> list[str]:
                           f"(`{prefix}*` = `stepgame_acc*`): no separate table."]
             continue
         rows = []
+        whole = group == "all"  # the row count is known for the whole eval set only
         for s, t in zip(sweeps, best):
+            spread = [fmt(t.num("eval_examples"), "int"), _interval(t)] if whole else []
             rows.append([s.name, t.method, _param(t, "model"), t.run_id, fmt(t.score), fmt(t.trainable, "int"),
                          fmt(t.seconds, "s"), fmt(t.metrics.get("peak_memory_mb"), "mb"),
-                         fmt(t.metrics.get(prefix)), *[fmt(t.metrics.get(f"{prefix}_k{k}")) for k in ks]])
+                         fmt(t.metrics.get(prefix)), *spread, *[fmt(t.metrics.get(f"{prefix}_k{k}")) for k in ks]])
         lines += ["", f"### {group} eval rows", "", f"<!-- table: accuracy_{group} -->",
                   *md_table(["sweep", "method", "model", "run", "objective", "trainable params", "train time (s)",
-                             "peak memory (MB)", "acc", *[f"k={k}" for k in ks]], rows)]
+                             "peak memory (MB)", "acc", *(["eval rows", "±95%"] if whole else []),
+                             *[f"k={k}" for k in ks]], rows)]
         shown.append((group, prefix, ks))
     for s, t in zip(sweeps, best):
         if s.best_tag and s.best_tag != t.run_id:
@@ -264,6 +273,16 @@ def section_accuracy(sweeps: list[Sweep], out: Path) -> list[str]:
         _plot_accuracy(sweeps, best, shown, out / PLOTS["accuracy_per_k"])
         lines += ["", f"![accuracy per k]({PLOTS['accuracy_per_k']})"]
     return lines
+
+
+def _half_width(t: Trial) -> float | None:
+    """Half-width of the normal-approximation 95% interval of ``stepgame_acc`` over the eval rows."""
+    n, p = t.num("eval_examples"), t.metrics.get(ACC)
+    return None if not n or p is None else 1.96 * math.sqrt(p * (1 - p) / n)
+
+
+def _interval(t: Trial) -> str:
+    return fmt(_half_width(t))
 
 
 def _same_as_all(t: Trial, prefix: str) -> bool:
@@ -407,6 +426,11 @@ def _colors(names: list[str]) -> dict[str, str]:
     return {n: f"C{i % 10}" for i, n in enumerate(names)}
 
 
+def _chance_line(ax) -> None:
+    """Chance accuracy, so a flat curve near it reads as "nothing learned", not as a result."""
+    ax.axhline(1 / N_LABELS, color="grey", linestyle="--", linewidth=1, label=f"chance (1/{N_LABELS})")
+
+
 def _plot_accuracy(sweeps, best, shown, path: Path) -> None:
     fig = _figure()
     ax = fig.subplots()
@@ -420,6 +444,7 @@ def _plot_accuracy(sweeps, best, shown, path: Path) -> None:
                         color=colors[s.name], label=f"{s.name} ({group})" if len(shown) > 1 else s.name)
     ax.set_xticks(sorted({k for _, _, ks in shown for k in ks}))
     ax.set(xlabel="k (chain length)", ylabel="accuracy", ylim=(0, 1.02), title="Best trial of each sweep")
+    _chance_line(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -439,6 +464,7 @@ def _plot_pareto(sweeps, points, front, path: Path) -> None:
     if max(p for p, _, _ in points) > 10 * max(1, min(p for p, _, _ in points)):
         ax.set_xscale("log")
     ax.set(xlabel="trainable parameters", ylabel=f"accuracy ({ACC})", title="Accuracy vs trainable parameters")
+    _chance_line(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -452,8 +478,9 @@ def _plot_mr(dept, points, path: Path) -> None:
         mine = [t for t in points if t.sweep == s.name]
         if not mine:
             continue
-        ax.scatter([t.num("dept_m") for t in mine], [t.metrics[ACC] for t in mine], color=colors[s.name],
-                   label=s.name, alpha=0.7)
+        ax.errorbar([t.num("dept_m") for t in mine], [t.metrics[ACC] for t in mine],
+                    yerr=[_half_width(t) or 0.0 for t in mine], fmt="o", capsize=3, color=colors[s.name],
+                    label=s.name, alpha=0.7)
         by_m: dict[float, list[float]] = {}
         for t in mine:
             by_m.setdefault(t.num("dept_m"), []).append(t.metrics[ACC])
@@ -464,7 +491,8 @@ def _plot_mr(dept, points, path: Path) -> None:
             ax.annotate(f"r={int(r)}", (m, max(by_m[m])), textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=7)
     ax.set(xlabel="prompt length m (dept_m)", ylabel=f"accuracy ({ACC})",
-           title="DePT m/r split (line: mean per m; r marked)")
+           title="DePT m/r split (line: mean per m; r marked; bars: 95% interval)")
+    _chance_line(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

@@ -98,6 +98,7 @@ def _pcp_trial(seed: int, per_label: int, cpt_steps: int):
     params = {"model": "minilm", "steps": 60, "seed": seed, "data_seed": seed, "labelled_per_label": per_label,
               "cpt_steps": cpt_steps, "ft_lr": 3e-5, "template": "{text} Answer: {mask}.", "verbalizer": "stepgame",
               "trainable_params": 22_713_216, "labelled_examples": 9 * per_label, "unlabelled_texts": 1000,
+              "eval_examples": 90,
               # measured, differ per trial: must not split the seed groups
               "cpt_loss_first": 9.5 + seed, "cpt_seconds": 12.25 * (seed + 1), "worker_node_ids": f"node{seed}"}
     return {"config": {"seed": seed, "data_seed": seed, "labelled_per_label": per_label}, "params": params,
@@ -180,6 +181,8 @@ def _check_tables_match_mlflow(client, md: str, sweeps: list[str]) -> None:
         m = metrics(row["run"])
         assert row["objective"] == f4(m["best_eval_accuracy"])
         assert row["acc"] == f4(m[ACC])
+        n = int(run[row["run"]].data.params["eval_examples"])  # the binomial interval of that accuracy
+        assert row["eval rows"] == str(n) and row["±95%"] == f4(1.96 * math.sqrt(m[ACC] * (1 - m[ACC]) / n))
         assert row["trainable params"] == run[row["run"]].data.params["trainable_params"]
         info = run[row["run"]].info
         assert row["train time (s)"] == f"{(info.end_time - info.start_time) / 1000:.1f}"
@@ -313,11 +316,12 @@ def test_report_errors(store, capsys):
 
 
 # ---- the search spaces of docs/results/README.md -------------------------------------------------
-RESULT_SPACES = sorted((REPO / "search_spaces" / "results").glob("*.yaml"))
+RESULTS_DIR = REPO / "search_spaces" / "results"
+RESULT_SPACES = sorted(RESULTS_DIR.rglob("*.yaml"))  # the full-size spaces and the quick/ copies run here
 SHARED_NOISE = REPO.parent / "shared" / "data" / "stepgame" / "noise"
 
 
-@pytest.mark.parametrize("path", RESULT_SPACES, ids=[p.stem for p in RESULT_SPACES])
+@pytest.mark.parametrize("path", RESULT_SPACES, ids=[str(p.relative_to(RESULTS_DIR)) for p in RESULT_SPACES])
 def test_result_spaces_are_valid(path, monkeypatch):
     """Each experiment's space loads and passes every check `raypost sweep` runs before Ray starts
     (data paths are relative to the repository, where the README's commands run)."""
@@ -334,7 +338,7 @@ def test_result_spaces_are_valid(path, monkeypatch):
     space = load_space(path, method)
     assert space.scheduler == "fifo"  # every trial runs to the end: equal training per trial
     readme = (REPO / "docs" / "results" / "README.md").read_text()
-    assert f"--space search_spaces/results/{path.name}" in readme
+    assert f"--space search_spaces/results/{path.relative_to(RESULTS_DIR)}" in readme
     # a grid (every searched key categorical, every point pinning all of them) runs each point once
     if all(spec["type"] == "categorical" for spec in space.search.values()):
         assert all(set(p) == set(space.search) for p in space.points_to_evaluate)
@@ -346,7 +350,7 @@ def test_readme_commands_name_existing_spaces():
     readme = (REPO / "docs" / "results" / "README.md").read_text()
     named = {line.split("--space ")[1].split()[0] for line in readme.splitlines()
              if "--space search_spaces/results/" in line and "<file>" not in line}
-    assert named and named == {f"search_spaces/results/{p.name}" for p in RESULT_SPACES}
+    assert named and named == {f"search_spaces/results/{p.relative_to(RESULTS_DIR)}" for p in RESULT_SPACES}
 
 
 # ---- a real sweep --------------------------------------------------------------------------------
