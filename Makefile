@@ -20,6 +20,7 @@ demo: install
 	$(BIN)/raypost sweep dept
 
 test: install
+	$(BIN)/ruff check raypost tests benchmarks
 	$(BIN)/pytest
 
 # The slow tests drive real programs: Chromium for the MLflow UI, sshd + rsync for `ray up`.

@@ -62,6 +62,7 @@ from raypost.methods.dept import DeptConfig, DeptModel, rank_for_budget
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
+
 BEGIN, END = C.markers("dept_efficiency")
 BUILT = {"t5": "seq2seq", "gpt2": "causal", "llama": "causal"}  # config-built at --d-model/--layers
 DEFAULT_MODELS = ("t5", "llama", "minilm")
@@ -371,7 +372,7 @@ def bench_model(item: str, args, device, dtype, log) -> dict:
         row["paired_train_ratio_quartiles"] = quartiles(paired)
     for x in splits:
         x.clear()
-    del base, splits, batch
+    del base, splits  # (batch is held by the timing closures until return)
     gc.collect()
     return {"model": name, "kind": kind, "source": source, "d": d, "s": s, "budget": budget,
             "batch_size": args.batch_size, "target_len": args.target_len if kind == "seq2seq" else None,

@@ -60,6 +60,9 @@ LABELS = {"a": "(a) plain PyTorch", "b": "(b) DeepSpeed alone", "b0": "(b) DeepS
           "c": "(c) raypost trial", "d": "(d) raypost sweep"}
 
 
+OBJECTIVE = ("eval_loss", "min")  # what the trials optimise: every eval improves it early on
+
+
 # ---- arguments ---------------------------------------------------------------------------------
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +101,7 @@ def trial_config(args) -> dict:
             "batch_size": args.batch_size, "prompt_length": args.prompt_length,
             "lowrank_rank": args.lowrank_rank, "max_input_length": args.max_input_length,
             "train_k": "1", "train_per_k": args.train_per_k, "eval_k": "1", "eval_per_k": args.eval_per_k,
-            "device": args.device, "metric": "eval_loss", "mode": "min"}
+            "device": args.device}
 
 
 # ---- (a) and (b): a fresh process each -------------------------------------------------------------
@@ -118,8 +121,8 @@ def child_main(mode: str, cfg: dict, out: Path, threads: int, profile: bool, mlf
 
     knobs.apply_defaults()  # the trial workers' environment (TORCH_EXTENSIONS_DIR: DeepSpeed's cached op)
     from raypost.recipes import get_recipe
-    from raypost.train._internal.deepspeed_config import initialize_engine, resolve_device
-    from raypost.train.config import TrainConfig
+    from raypost.recipes.train_config import TrainConfig
+    from raypost.train.engine import initialize_engine, resolve_device
 
     if mode.startswith("b"):
         import deepspeed  # noqa: F401
@@ -327,7 +330,7 @@ def run_raypost(args, ray_ctx: RayContext, cfg: dict, name: str, workers: int, s
     from raypost.tune.sweep import SweepOptions, run_sweep
 
     raw = {"method": "dept", "samples": samples, "scheduler": "fifo", "workers": workers,
-           "objectives": {cfg["metric"]: cfg["mode"]}, "fixed": dict(cfg)}
+           "objectives": {OBJECTIVE[0]: OBJECTIVE[1]}, "fixed": dict(cfg)}
     if samples > 1:  # a real sweep: a searched key, the same values every time (points_to_evaluate)
         values = [round(3e-3 * 2 ** i, 6) for i in range(samples)]
         raw["search"] = {"lr_head": {"type": "categorical", "values": values}}
@@ -356,7 +359,7 @@ def analyse_sweep(ray_ctx: RayContext, name: str, cfg: dict, t_call: float, t_re
     (parent,) = [r for r in runs if r.data.tags["raypost.role"] == "sweep"]
     trials = sorted((r for r in runs if r.data.tags["raypost.role"] == "trial"), key=lambda r: r.info.start_time)
     logs = C.read_train_logs(ray_ctx.session_dir)
-    metric = cfg["metric"]
+    metric = OBJECTIVE[0]
     out = []
     single = len(trials) == 1
     for run in trials:

@@ -78,8 +78,8 @@ def child_main(rank: int, world: int, port: int, cfg: dict, warmup: int, repeats
     import torch.distributed as dist
 
     from raypost.recipes import get_recipe
-    from raypost.train._internal.deepspeed_config import initialize_engine
-    from raypost.train.config import TrainConfig
+    from raypost.recipes.train_config import TrainConfig
+    from raypost.train.engine import initialize_engine
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))

@@ -65,12 +65,12 @@ def space_for(args) -> dict:
     if args.recipe == "synthetic":
         return {"method": "raypost.recipes.synthetic", "metric": "eval_loss", "mode": "min",
                 "fixed": {"steps": args.steps, "eval_every": args.eval_every, "batch_size": 16, "dim": 16,
-                          "delta_rank": 4, "metric": "eval_loss", "mode": "min"},
+                          "delta_rank": 4},
                 "search": {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True}}}
     return {"method": "dept", "metric": "eval_loss", "mode": "min",
             "fixed": {"model": "tiny:bert", "steps": args.steps, "eval_every": args.eval_every, "batch_size": 8,
                       "prompt_length": 8, "lowrank_rank": 8, "max_input_length": 96, "train_k": "1",
-                      "train_per_k": 200, "eval_k": "1", "eval_per_k": 50, "metric": "eval_loss", "mode": "min"},
+                      "train_per_k": 200, "eval_k": "1", "eval_per_k": 50},
             "search": {"lr_head": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
                        "lr_prompt": {"type": "float", "low": 1e-3, "high": 0.5, "log": True}}}
 

@@ -12,13 +12,17 @@ import sys
 
 from raypost.errors import RaypostError
 
-METHODS = ("dept", "im", "pcp", "finetune")
+
+def _methods() -> str:
+    from raypost.recipes import method_names
+
+    return ", ".join(method_names())
 
 
 def _sweep(sub):
     p = sub.add_parser("sweep", help="Search hyperparameters with Ray Tune + Optuna; each trial is a Ray Train job.")
-    p.add_argument("method", help="dept, im, pcp or finetune")
-    p.add_argument("--space", help="search-space YAML (default: search_spaces/METHOD.yaml)")
+    p.add_argument("method", help=f"{_methods()}, or the module path of your own recipe")
+    p.add_argument("--space", help="search-space YAML (default: the packaged raypost/search_spaces/METHOD.yaml)")
     p.add_argument("--samples", type=int, help="number of trials (default: the space's `samples`)")
     p.add_argument("--address", help="Ray address: 'auto' to attach to a running cluster (default: start a local Ray)")
     p.add_argument("--workers", type=int, help="Ray Train workers per trial (default: the space's, else 2)")
@@ -39,8 +43,9 @@ def _sweep(sub):
 
 def _train(sub):
     p = sub.add_parser("train", help="Train one run (a Ray Train job) from a config file.")
-    p.add_argument("method", help="dept, im, pcp or finetune")
+    p.add_argument("method", help=f"{_methods()}, or the module path of your own recipe")
     p.add_argument("--config", help="YAML of flat config keys (see `--help-config`)")
+    p.add_argument("--objective", help="METRIC:max|min deciding the logged adapter (default eval_accuracy:max)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
@@ -50,7 +55,7 @@ def _train(sub):
     p.add_argument("--storage", help="folder for Ray checkpoints (default: ./ray_results)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.set_defaults(handler="raypost.train.launch:cli_train")
+    p.set_defaults(handler="raypost.tune.sweep:cli_train")
 
 
 def _data(sub):
@@ -84,7 +89,7 @@ def _eval(sub):
     s.add_argument("--out", default="stepgame_eval", help="folder for the table and plot")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (results logged when --run-id is given)")
     s.add_argument("--run-id", help="log results to this MLflow run")
-    s.set_defaults(handler="raypost.stepgame.cli:cli_eval")
+    s.set_defaults(handler="raypost.tracking.cli:cli_eval")
 
 
 def _registry(sub):

@@ -50,7 +50,34 @@ def split_flat(flat: dict[str, Any], *classes: type) -> tuple:
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r} (known keys: {', '.join(sorted(known))})")
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name in flat:
+                check_type(f.name, flat[f.name], f.type)
     return tuple(c(**{k: v for k, v in flat.items() if k in field_names(c)}) for c in classes)
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_type(name: str, value: Any, annotation: Any) -> None:
+    """One typed check for every config value: ``int`` takes whole numbers (not booleans or
+    4.5), ``float`` any number, ``bool`` true/false, ``str`` text, ``X | None`` also null."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    options = [part.strip() for part in text.split("|")]
+    if value is None and "None" in options:
+        return
+    allowed = [t for opt in options for t in _TYPES.get(opt, ())]
+    if not allowed:
+        return  # a type this checker does not know: the dataclass validates it
+    if isinstance(value, bool) and bool not in allowed:
+        ok = False
+    else:
+        ok = isinstance(value, tuple(allowed))
+    if not ok:
+        wanted = " or ".join("a whole number" if o == "int" else "a number" if o == "float" else
+                             "true or false" if o == "bool" else "text" if o == "str" else "null" for o in options)
+        raise ConfigError(f"{name}={value!r} must be {wanted}")
 
 
 def help_table(cls) -> list[tuple[str, Any, str]]:

@@ -4,22 +4,23 @@
     predictor.predict([{"story": [...], "question": "What is the relation of the agent A to the agent B?"}])
     predictor.predict_stepgame(stories, questions)                      # -> ["left", "upper-right", ...]
 
-An adapter folder holds ``raypost_adapter.json`` (method, base model, kind, task) next to the
-method's own files; the method's recipe (``raypost.recipes.<method>.load_predictor``) rebuilds the
-model. A registered MLflow model is the pyfunc wrapper that ``raypost.tracking.registry`` logs: the
-adapter folder sits among its artifacts and is found by that file.
+An adapter folder holds ``raypost_adapter.json`` (``raypost.recipes.base.AdapterMeta``: method,
+base model, kind, task, prompt format) next to the method's own files; the registered method's
+recipe (``Recipe.load_predictor``) rebuilds the model. The method must be a registered name: a
+folder never chooses which code is imported. A registered MLflow model is the pyfunc wrapper
+that ``raypost.tracking.registry`` logs: the adapter folder sits among its artifacts and is found
+by that file.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from raypost.errors import ConfigError, DataError, TrackingError
-from raypost.recipes.stepgame_task import StepgamePredictor
+from raypost.recipes.base import ADAPTER_META, AdapterMeta
+from raypost.stepgame.task import StepgamePredictor
 
-ADAPTER_META = "raypost_adapter.json"
 URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "dbfs:/")
 
 Predictor = StepgamePredictor  # predict(rows) and predict_stepgame(stories, questions) -> label names
@@ -47,23 +48,27 @@ def load_predictor(source: str | Path | None = None, *, adapter: str | Path | No
     meta = read_adapter_meta(directory)
     from raypost.recipes import get_recipe
 
-    recipe = get_recipe(meta["method"])
-    if not hasattr(recipe, "load_predictor"):
-        raise ConfigError(f"method {meta['method']!r} (adapter {adapter}) cannot load predictors")
-    return recipe.load_predictor(directory, model=model) if model else recipe.load_predictor(directory)
+    recipe = get_recipe(meta.method)
+    if recipe.load_predictor is None:
+        raise ConfigError(f"method {meta.method!r} (adapter {adapter}) cannot load predictors")
+    if meta.task_format != recipe.task_format:
+        raise ConfigError(f"{directory}: adapter learnt {meta.method} prompt format {meta.task_format}, this "
+                          f"raypost writes format {recipe.task_format}")
+    kwargs = {"model": model} if model else {}
+    return recipe.load_predictor(directory, meta, **kwargs)
 
 
-def read_adapter_meta(directory: Path) -> dict:
+def read_adapter_meta(directory: Path) -> AdapterMeta:
+    """The adapter's description; its method must be a registered one (never a module path)."""
+    from raypost.recipes import is_registered, method_names
+
+    meta = AdapterMeta.read(directory)
     path = Path(directory) / ADAPTER_META
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the adapter description ({exc})") from None
-    for key in ("method", "model", "kind"):
-        if key not in meta:
-            raise DataError(f"{path}: missing field {key!r}")
-    if meta.get("task", "stepgame") != "stepgame":
-        raise ConfigError(f"{path}: adapter is for task {meta['task']!r}; only stepgame predictors exist")
+    if not is_registered(meta.method):
+        raise DataError(f"{path}: method {meta.method!r} is not a registered method ({', '.join(method_names())}); "
+                        "an adapter folder cannot choose code to import")
+    if meta.task != "stepgame":
+        raise ConfigError(f"{path}: adapter is for task {meta.task!r}; only stepgame predictors exist")
     return meta
 
 
@@ -111,9 +116,9 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
 
 def base_model_predictor(model: str, model_kind: str = "auto", batch_size: int = 32) -> Predictor:
     """The base model answering as it is (no adapter): generative kinds only."""
-    from raypost.models import load_base
+    from raypost.models import load_base, pick_device
     from raypost.models.dims import default_kind, max_positions
-    from raypost.recipes.stepgame_task import KINDS
+    from raypost.stepgame.task import KINDS
 
     kind = default_kind(model) if model_kind == "auto" else model_kind
     if kind == "classifier":
@@ -126,7 +131,4 @@ def base_model_predictor(model: str, model_kind: str = "auto", batch_size: int =
     tokenizer_limit = getattr(base.tokenizer, "model_max_length", None)
     if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < limit:
         limit = tokenizer_limit
-    import torch
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return StepgamePredictor(base.model.to(device).eval(), base.tokenizer, kind, limit, batch_size=batch_size)
+    return StepgamePredictor(base.model.to(pick_device()).eval(), base.tokenizer, kind, limit, batch_size=batch_size)

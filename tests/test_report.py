@@ -80,12 +80,11 @@ def _sweep(client, name: str, method: str, fixed: dict, search: dict, trials: li
 
 def _dept_trial(m: int, seed: int, budget=15360, d=384, s=96, status="FINISHED", groups=("clean",), **config):
     from raypost.recipes import get_recipe
-    from raypost.train._internal.loop import resolved_config
 
     r = (budget - m * d) // (s + d)
     flat = {"method": "dept", "model": "minilm", "param_budget": budget, "max_input_length": s,
             "prompt_length": m, "seed": seed, **config}
-    params = {**resolved_config(get_recipe("dept"), flat), "trainable_params": m * d + r * (s + d) + 3465,
+    params = {**get_recipe("dept").resolved(flat), "trainable_params": m * d + r * (s + d) + 3465,
               "dept_m": m, "dept_r": r, "dept_s": s, "dept_d": d, "dept_trainable_params": m * d + r * (s + d),
               "dept_head_params": 3465, "dept_budget": budget, "dept_kind": "classifier", "train_examples": 1000,
               "eval_examples": 150, "train_truncated": 0, "eval_truncated": 0}
@@ -332,8 +331,6 @@ def test_result_spaces_are_valid(path, monkeypatch):
     if not SHARED_NOISE.is_dir():
         pytest.skip(f"{SHARED_NOISE} (the official StepGame noise files) is not on this machine")
     method = yaml.safe_load(path.read_text())["method"]
-    if method == "pcp":
-        pytest.importorskip("raypost.recipes.pcp", reason="the PCP recipe is not in this checkout")
     monkeypatch.chdir(REPO)
     space = load_space(path, method)
     assert space.scheduler == "fifo"  # every trial runs to the end: equal training per trial

@@ -57,8 +57,10 @@ def default_kind(name: str) -> str:
         return "seq2seq"
     if any(a.endswith(_CAUSAL_SUFFIXES) for a in config.architectures or ()):
         return "causal"
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     # no telling architecture (e.g. MiniLM's plain 'BertModel'): encoders are the families with a
     # masked-LM head; decoder-only families have a causal-LM class and no masked-LM one

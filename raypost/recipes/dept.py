@@ -9,21 +9,23 @@ the eval set; at the end, accuracy per k / hops written as tables and a plot.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from raypost.configs import check, check_choice, field, split_flat
 from raypost.errors import ConfigError
 from raypost.methods.dept import DeptConfig, DeptModel
-from raypost.recipes.base import TrialSetup
-from raypost.recipes.stepgame_task import (KINDS, TASK_FORMAT, StepgameDataConfig, StepgamePredictor, StepgameTask,
-                                           resolve_data_paths)
+from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup
+from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.labels import LABELS
-from raypost.train.config import TrainConfig
-
-ADAPTER_META = "raypost_adapter.json"  # what raypost.inference.load_predictor reads first
-MAX_SPACE_COMBINATIONS = 4096  # check_space tries every combination of range ends up to this many
+from raypost.stepgame.task import (
+    KINDS,
+    TASK_FORMAT,
+    StepgameDataConfig,
+    StepgamePredictor,
+    StepgameTask,
+    resolve_data_paths,
+)
 
 
 @dataclass
@@ -62,7 +64,7 @@ def build_model(model: str, kind: str, config: DeptConfig, seed: int = 0):
     return DeptModel(base, config), base.tokenizer
 
 
-def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, device=None) -> TrialSetup:
     train, dept_cfg, data_cfg, task_cfg = split_flat(flat, *CONFIG_CLASSES)
     kind = resolve_kind(train.model, task_cfg.model_kind)
     # load_base seeds the head and DeptModel seeds P and A (adapter_init_seed): identical on every rank
@@ -73,10 +75,8 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
 
     def save_adapter(module: DeptModel, directory: Path) -> None:
         module.save_adapter(directory)
-        meta = {"method": "dept", "model": train.model, "kind": kind, "task": "stepgame",
-                "task_format": TASK_FORMAT, "labels": list(LABELS), "max_input_length": module.max_input_length,
-                "trainable_params": dept_count + module.head_parameter_count()}
-        (Path(directory) / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+        AdapterMeta("dept", train.model, kind, dept_count + module.head_parameter_count(), task_format=TASK_FORMAT,
+                    labels=list(LABELS), settings={"max_input_length": module.max_input_length}).write(directory)
 
     return TrialSetup(
         model=model, param_groups=model.param_groups(), train_batches=task.batches,
@@ -88,74 +88,57 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
 
 
 # ---- search-space limits, checked on the driver before any trial starts ------------------------
-def check_space(fixed: dict, search: dict) -> None:
-    """DePT's limits over every value the space allows: each combination of range ends and
-    categorical values must build valid configs, and with ``param_budget`` set every
-    ``prompt_length`` must fit the budget at the model's hidden size d. Relative data paths in
-    ``fixed`` become absolute (trial workers may run in another directory)."""
-    from raypost.models.dims import hidden_size, max_positions
-    from raypost.tune.space import space_bounds, space_points
-
+def prepare_fixed(fixed: dict, search: dict) -> None:
+    """Relative data paths in ``fixed`` become absolute (trial workers may run in another
+    directory); ``param_budget`` and ``lowrank_rank`` are not both set."""
     resolve_data_paths(fixed)
-    for key, minimum in (("prompt_length", 0), ("lowrank_rank", 0), ("param_budget", 1), ("max_input_length", 1)):
-        for value in space_bounds(search, key, {}, None) if key in search else ():
-            check(isinstance(value, (int, float)) and value >= minimum,
-                  f"search.{key}: {value!r} is below its minimum {minimum}")
     has = lambda k: k in search or fixed.get(k) is not None  # noqa: E731
     check(not (has("param_budget") and has("lowrank_rank")),
           "param_budget and lowrank_rank are both set (fixed or searched); with param_budget, "
           "lowrank_rank follows from prompt_length: search prompt_length instead")
 
-    dims: dict[str, tuple[int, int | None]] = {}
-    for point, where in space_points(search, fixed, limit=MAX_SPACE_COMBINATIONS):
-        flat = {**fixed, **point}
-        try:
-            train, dept_cfg, _, _ = split_flat(flat, *CONFIG_CLASSES)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (at {where})") from None
-        model, m, s = train.model, dept_cfg.prompt_length, dept_cfg.max_input_length
-        if model not in dims:
-            dims[model] = (hidden_size(model), max_positions(model))
-        d, positions = dims[model]
-        if positions is not None and m + s > positions:
-            raise ConfigError(f"prompt_length + max_input_length = {m} + {s} = {m + s} exceeds the {positions} "
-                              f"positions of {model!r} (the prompt takes m of them) (at {where})")
-        if dept_cfg.param_budget is None:
-            continue
-        budget = dept_cfg.param_budget
-        if m * d > budget:
-            raise ConfigError(
-                f"prompt_length={m} does not fit param_budget={budget}: the prompt alone is m x d = "
-                f"{m} x {d} = {m * d} at hidden size d={d} of {model!r}; keep prompt_length <= {budget // d} "
-                f"or raise param_budget (at {where})")
-        if m == 0 and budget < s + d:
-            raise ConfigError(
-                f"prompt_length=0 with param_budget={budget} trains nothing: one rank of the low-rank pair "
-                f"costs s + d = {s} + {d} = {s + d}; raise param_budget or prompt_length (at {where})")
+
+def check_point(flat: dict) -> None:
+    """DePT's limits at one point of a space: m + s fits the model's positions, and with
+    ``param_budget`` set the prompt fits the budget at the model's hidden size d."""
+    from raypost.models.dims import hidden_size, max_positions
+
+    train, dept_cfg, _, _ = split_flat(flat, *CONFIG_CLASSES)
+    model, m, s = train.model, dept_cfg.prompt_length, dept_cfg.max_input_length
+    positions = max_positions(model)
+    if positions is not None and m + s > positions:
+        raise ConfigError(f"prompt_length + max_input_length = {m} + {s} = {m + s} exceeds the {positions} "
+                          f"positions of {model!r} (the prompt takes m of them)")
+    if dept_cfg.param_budget is None:
+        return
+    budget, d = dept_cfg.param_budget, hidden_size(model)
+    if m * d > budget:
+        raise ConfigError(
+            f"prompt_length={m} does not fit param_budget={budget}: the prompt alone is m x d = "
+            f"{m} x {d} = {m * d} at hidden size d={d} of {model!r}; keep prompt_length <= {budget // d} "
+            f"or raise param_budget")
+    if m == 0 and budget < s + d:
+        raise ConfigError(
+            f"prompt_length=0 with param_budget={budget} trains nothing: one rank of the low-rank pair "
+            f"costs s + d = {s} + {d} = {s + d}; raise param_budget or prompt_length")
 
 
 # ---- inference -----------------------------------------------------------------------------
-def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) -> StepgamePredictor:
+def load_predictor(adapter_dir, meta: AdapterMeta, model: str | None = None,
+                   batch_size: int = 32) -> StepgamePredictor:
     """A predictor from a saved adapter folder, on its recorded base model (or ``model``)."""
-    from raypost.models import load_base
+    from raypost.models import load_base, pick_device
 
-    directory = Path(adapter_dir)
-    meta = json.loads((directory / ADAPTER_META).read_text())
-    kind = meta["kind"]
-    if meta.get("task_format", TASK_FORMAT) != TASK_FORMAT:
-        raise ConfigError(f"{directory}: adapter learnt StepGame prompt format {meta['task_format']}, this "
-                          f"raypost writes format {TASK_FORMAT}")
-    base = load_base(model or meta["model"], kind, num_labels=len(LABELS) if kind == "classifier" else None)
-    dept = DeptModel.load_adapter(base, directory).eval()
-    device = _inference_device()
-    return StepgamePredictor(dept.to(device), base.tokenizer, kind, dept.max_input_length, batch_size=batch_size)
+    kind = meta.kind
+    base = load_base(model or meta.model, kind, num_labels=len(LABELS) if kind == "classifier" else None)
+    dept = DeptModel.load_adapter(base, Path(adapter_dir)).eval()
+    return StepgamePredictor(dept.to(pick_device()), base.tokenizer, kind, dept.max_input_length,
+                             batch_size=batch_size)
 
 
-def _inference_device():
-    import torch
+RECIPE = Recipe(task_format=TASK_FORMAT, name="dept", config_classes=CONFIG_CLASSES, setup=setup, check_point=check_point,
+                prepare_fixed=prepare_fixed, load_predictor=load_predictor,
+                summary="decomposed prompt tuning: soft prompt + low-rank embedding offset (vanilla PT at r = 0)")
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-__all__ = ["CONFIG_CLASSES", "DeptTaskConfig", "setup", "check_space", "load_predictor", "build_model",
-           "resolve_kind", "ADAPTER_META"]
+__all__ = ["RECIPE", "CONFIG_CLASSES", "DeptTaskConfig", "setup", "check_point", "load_predictor", "build_model",
+           "resolve_kind"]

@@ -10,20 +10,16 @@ model's. The saved "adapter" is the whole model and its tokenizer (``save_pretra
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from raypost.configs import check, check_range, field, split_flat
 from raypost.errors import ConfigError
-from raypost.recipes.base import TrialSetup, trainable_count
+from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
 from raypost.recipes.dept import DeptTaskConfig, resolve_kind
-from raypost.recipes.stepgame_task import (TASK_FORMAT, StepgameDataConfig, StepgamePredictor, StepgameTask,
-                                           resolve_data_paths)
+from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.labels import LABELS
-from raypost.train.config import TrainConfig
-
-ADAPTER_META = "raypost_adapter.json"
+from raypost.stepgame.task import TASK_FORMAT, StepgameDataConfig, StepgamePredictor, StepgameTask, resolve_data_paths
 
 
 @dataclass
@@ -51,7 +47,7 @@ def build_model(model: str, kind: str, seed: int = 0):
     return base.model, base.tokenizer
 
 
-def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, device=None) -> TrialSetup:
     train, ft, data_cfg, task_cfg = split_flat(flat, *CONFIG_CLASSES)
     kind = resolve_kind(train.model, task_cfg.model_kind)
     model, tokenizer = build_model(train.model, kind, seed=train.seed)
@@ -67,10 +63,9 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
         directory = Path(directory)
         module.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
-        meta = {"method": "finetune", "model": train.model, "kind": kind, "task": "stepgame",
-                "task_format": TASK_FORMAT, "labels": list(LABELS), "max_input_length": ft.max_input_length,
-                "trainable_params": count, "weights": "full model (save_pretrained) + tokenizer"}
-        (directory / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+        AdapterMeta("finetune", train.model, kind, count, task_format=TASK_FORMAT, labels=list(LABELS),
+                    settings={"max_input_length": ft.max_input_length,
+                              "weights": "full model (save_pretrained) + tokenizer"}).write(directory)
 
     return TrialSetup(
         model=model, param_groups=[{"params": [p for p in model.parameters() if p.requires_grad],
@@ -80,29 +75,19 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
         params={"trainable_params": count, "finetune_kind": kind, **task.params})
 
 
-def check_space(fixed: dict, search: dict) -> None:
-    """Data files in ``fixed`` must exist; relative paths become absolute (trial workers may run
-    elsewhere). Value ranges are checked generically (``tune.space``)."""
-    resolve_data_paths(fixed)
-
-
-def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) -> StepgamePredictor:
+def load_predictor(adapter_dir, meta: AdapterMeta, model: str | None = None,
+                   batch_size: int = 32) -> StepgamePredictor:
     """A predictor from a saved fine-tuned model folder (the folder is the model)."""
-    import torch
+    from raypost.models import load_base, pick_device
 
-    from raypost.models import load_base
-
-    directory = Path(adapter_dir)
-    meta = json.loads((directory / ADAPTER_META).read_text())
-    if meta.get("task_format", TASK_FORMAT) != TASK_FORMAT:
-        raise ConfigError(f"{directory}: model learnt StepGame prompt format {meta['task_format']}, this "
-                          f"raypost writes format {TASK_FORMAT}")
-    kind = meta["kind"]
-    base = load_base(str(directory), kind, num_labels=len(LABELS) if kind == "classifier" else None)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return StepgamePredictor(base.model.eval().to(device), base.tokenizer, kind, meta["max_input_length"],
+    kind = meta.kind
+    base = load_base(str(adapter_dir), kind, num_labels=len(LABELS) if kind == "classifier" else None)
+    return StepgamePredictor(base.model.eval().to(pick_device()), base.tokenizer, kind, meta.get("max_input_length"),
                              batch_size=batch_size)
 
 
-__all__ = ["CONFIG_CLASSES", "FinetuneConfig", "setup", "check_space", "load_predictor", "build_model",
-           "ADAPTER_META"]
+RECIPE = Recipe(task_format=TASK_FORMAT, name="finetune", config_classes=CONFIG_CLASSES, setup=setup,
+                prepare_fixed=lambda fixed, search: resolve_data_paths(fixed), load_predictor=load_predictor,
+                summary="full fine-tuning: every weight trains (the reference)")
+
+__all__ = ["RECIPE", "CONFIG_CLASSES", "FinetuneConfig", "setup", "load_predictor", "build_model"]

@@ -14,7 +14,6 @@ StepGame accuracy per k / hops is written as tables and a plot.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +21,44 @@ from typing import Sequence
 
 import torch
 
+from raypost.batches import sharded_batches
 from raypost.configs import check, check_range, field, split_flat
 from raypost.errors import ConfigError, DataError
 from raypost.methods.dept import DeptConfig
-from raypost.methods.im import (OUTPUT, Example, ImConfig, collate, encode_example, example_from_row, im_loss,
-                                load_instruction_jsonl, make_trainable, output_only_loss, truncate)
-from raypost.recipes.base import TrialSetup, sharded_batches, trainable_count, weights_fingerprint
-from raypost.recipes.stepgame_task import (StepgameDataConfig, StepgamePredictor, answer_budget, check_rows,
-                                           final_stepgame_metrics, load_eval_rows, load_train_rows, resolve_data_paths,
-                                           run_model, story_list)
+from raypost.methods.im import (
+    OUTPUT,
+    Example,
+    ImConfig,
+    collate,
+    encode_example,
+    example_from_row,
+    im_loss,
+    load_instruction_jsonl,
+    make_trainable,
+    output_only_loss,
+    truncate,
+)
+from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
+from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.convert import INSTRUCTION, to_instruction_rows
-from raypost.stepgame.labels import LABELS, format_input, label_word
-from raypost.train.config import TrainConfig
+from raypost.stepgame.labels import LABELS, format_input, label_word, story_list
+from raypost.stepgame.task import (
+    StepgameDataConfig,
+    StepgameEvaluator,
+    StepgamePredictor,
+    answer_budget,
+    check_rows,
+    load_eval_rows,
+    load_train_rows,
+    resolve_data_paths,
+    run_model,
+)
 
 log = logging.getLogger(__name__)
 
-ADAPTER_META = "raypost_adapter.json"  # what raypost.inference.load_predictor reads first
 STEPGAME = "stepgame"
 IM_KINDS = ("causal", "seq2seq")
 TASK_FORMAT = 1  # bump when the StepGame instruction prompt changes: adapters record what they learnt
-MAX_SPACE_COMBINATIONS = 4096
 WEIGHTS = {
     "full": "full model weights (save_pretrained): full fine-tuning trains every weight, so the "
             "adapter is the whole model; load_predictor needs no base weights, only its tokenizer",
@@ -146,38 +163,8 @@ def instruction_batches(rows, pad_id: int, instruction_weight: float, kind: str,
 
 
 # ---- evaluation -----------------------------------------------------------------------------
-class ImEvaluation:
-    """``evaluate``: StepGame accuracy (generation + ``match_label``) and the held-out output loss;
-    ``final_evaluate``: StepGame accuracy per k / hops, tables and plot. Predictions are reused when
-    the trainable weights have not changed since the last call (evaluate at the last step, then
-    final_evaluate)."""
-
-    def __init__(self, tokenizer, kind: str, stepgame_rows: list[dict], prompts: list[dict], heldout: list,
-                 batch_size: int):
-        self.tokenizer, self.kind, self.rows, self.prompts = tokenizer, kind, stepgame_rows, prompts
-        self.heldout, self.batch_size = heldout, batch_size
-        self._last: tuple | None = None
-
-    def predictions(self, module) -> list[str | None]:
-        fingerprint = weights_fingerprint(module)
-        if self._last is None or self._last[0] != fingerprint:
-            preds, _ = run_model(module, self.tokenizer, self.kind, self.prompts, self.batch_size, with_loss=False)
-            self._last = (fingerprint, preds)
-        return self._last[1]
-
-    def evaluate(self, module) -> dict[str, float]:
-        preds = self.predictions(module)
-        right = sum(p == r["label"] for p, r in zip(preds, self.rows))
-        return {"eval_accuracy": right / len(self.rows),
-                "eval_output_loss": output_only_loss(module, self.heldout, self.tokenizer.pad_token_id,
-                                                     self.batch_size, self.kind)}
-
-    def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
-        return final_stepgame_metrics(self.rows, self.predictions(module), out_dir)
-
-
 # ---- the recipe -----------------------------------------------------------------------------
-def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, device=None) -> TrialSetup:
     from raypost.models import load_base
 
     train, im_cfg, dept_cfg, data_cfg, im_data = split_flat(flat, *CONFIG_CLASSES)
@@ -201,7 +188,11 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
         if cut:
             log.warning("%d of %d %s rows exceed max_seq_length=%d; their oldest tokens were cut",
                         cut, n, name, im_cfg.max_seq_length)
-    evaluation = ImEvaluation(tokenizer, kind, eval_rows, prompts, heldout, data_cfg.eval_batch_size)
+    batch_size = data_cfg.eval_batch_size
+    evaluation = StepgameEvaluator(  # accuracy of generated answers; the held-out output loss beside it
+        eval_rows, lambda module: (run_model(module, tokenizer, kind, prompts, batch_size, with_loss=False)[0], None),
+        extra=lambda module: {"eval_output_loss": output_only_loss(module, heldout, tokenizer.pad_token_id,
+                                                                   batch_size, kind)})
     batches = instruction_batches(train_rows, tokenizer.pad_token_id, im_cfg.instruction_weight, kind,
                                   train.batch_size, rank, world_size, train.seed)
 
@@ -217,12 +208,11 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
             module.save_adapter(directory)
         else:  # a PeftModel writes its LoRA adapter only; a plain HF model writes every weight
             module.save_pretrained(directory, safe_serialization=True)
-        meta = {"method": "im", "model": train.model, "kind": kind, "task": STEPGAME, "task_format": TASK_FORMAT,
-                "trainable": im_cfg.trainable, "weights": WEIGHTS[im_cfg.trainable],
-                "chat_template": im_cfg.chat_template, "max_seq_length": im_cfg.max_seq_length,
-                "instruction_weight": im_cfg.instruction_weight, "instruction": INSTRUCTION,
-                "labels": list(LABELS), "trainable_params": n_trainable}
-        (directory / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+        AdapterMeta("im", train.model, kind, n_trainable, task=STEPGAME, task_format=TASK_FORMAT, labels=list(LABELS),
+                    settings={"trainable": im_cfg.trainable, "weights": WEIGHTS[im_cfg.trainable],
+                              "chat_template": im_cfg.chat_template, "max_seq_length": im_cfg.max_seq_length,
+                              "instruction_weight": im_cfg.instruction_weight,
+                              "instruction": INSTRUCTION}).write(directory)
 
     params = {"trainable_params": n_trainable, "im_kind": kind, "im_train_rows": len(train_rows),
               "im_train_truncated": train_cut, "im_heldout_rows": len(heldout), "im_heldout_truncated": heldout_cut,
@@ -235,47 +225,41 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
 
 
 # ---- search-space limits, checked on the driver before any trial starts ------------------------
-def check_space(fixed: dict, search: dict) -> None:
-    """IM's limits over every value the space allows, before any trial starts: data files exist
-    (relative paths become absolute, as trial workers may run elsewhere) and every instruction row
-    is usable (errors name the file and line); the model is a causal or seq2seq LM; seq2seq only
-    with instruction_weight=0; DePT's max_input_length holds max_seq_length; rows fit the model's
-    positions."""
-    from raypost.models.dims import max_positions
-    from raypost.tune.space import space_points
-
+def prepare_fixed(fixed: dict, search: dict) -> None:
+    """Data files exist and every instruction row is usable (errors name the file and line);
+    relative paths become absolute, as trial workers may run elsewhere. Data is not searchable."""
     resolve_data_paths(fixed)
     for key in ("im_train_data", "im_eval_data"):
+        check(key not in search, f"search.{key}: data files cannot be searched; set them in fixed")
         value = fixed.get(key)
         if isinstance(value, str) and value != STEPGAME:
             path = Path(value).expanduser()
             check(path.is_file(), f"fixed.{key}: {value} does not exist")
             load_instruction_jsonl(path)  # DataError naming file:line of the first bad row
             fixed[key] = str(path.resolve())
-    for key in ("im_train_data", "im_eval_data"):
-        check(key not in search, f"search.{key}: data files cannot be searched; set them in fixed")
 
-    for point, where in space_points(search, fixed, limit=MAX_SPACE_COMBINATIONS):
-        try:
-            train, im_cfg, dept_cfg, _, _ = split_flat({**fixed, **point}, *CONFIG_CLASSES)
-            check_zero_stage(train, im_cfg)
-            kind = resolve_kind(train.model)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (at {where})") from None
-        if kind == "seq2seq" and im_cfg.instruction_weight != 0:
-            raise ConfigError(f"instruction_weight={im_cfg.instruction_weight} needs a causal LM: {train.model!r} is "
-                              "an encoder-decoder, which reads the instruction in its encoder; use "
-                              f"instruction_weight=0 (at {where})")
-        length = im_cfg.max_seq_length
-        if im_cfg.trainable == "dept":
-            if length > dept_cfg.max_input_length:
-                raise ConfigError(f"max_seq_length={length} exceeds DePT's max_input_length="
-                                  f"{dept_cfg.max_input_length}; raise max_input_length (at {where})")
-            length += dept_cfg.prompt_length
-        positions = max_positions(train.model)
-        if positions is not None and length > positions:
-            raise ConfigError(f"max_seq_length{' + prompt_length' if im_cfg.trainable == 'dept' else ''} = {length} "
-                              f"exceeds the {positions} positions of {train.model!r} (at {where})")
+
+def check_point(flat: dict) -> None:
+    """IM's limits at one point of a space: the model is a causal or seq2seq LM; seq2seq only with
+    instruction_weight=0; DePT's max_input_length holds max_seq_length; rows fit the model's positions."""
+    from raypost.models.dims import max_positions
+
+    train, im_cfg, dept_cfg, _, _ = split_flat(flat, *CONFIG_CLASSES)
+    check_zero_stage(train, im_cfg)
+    kind = resolve_kind(train.model)
+    if kind == "seq2seq" and im_cfg.instruction_weight != 0:
+        raise ConfigError(f"instruction_weight={im_cfg.instruction_weight} needs a causal LM: {train.model!r} is "
+                          "an encoder-decoder, which reads the instruction in its encoder; use instruction_weight=0")
+    length = im_cfg.max_seq_length
+    if im_cfg.trainable == "dept":
+        if length > dept_cfg.max_input_length:
+            raise ConfigError(f"max_seq_length={length} exceeds DePT's max_input_length="
+                              f"{dept_cfg.max_input_length}; raise max_input_length")
+        length += dept_cfg.prompt_length
+    positions = max_positions(train.model)
+    if positions is not None and length > positions:
+        raise ConfigError(f"max_seq_length{' + prompt_length' if im_cfg.trainable == 'dept' else ''} = {length} "
+                          f"exceeds the {positions} positions of {train.model!r}")
 
 
 # ---- inference -----------------------------------------------------------------------------
@@ -301,20 +285,17 @@ class InstructionStepgamePredictor(StepgamePredictor):
         return preds
 
 
-def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) -> InstructionStepgamePredictor:
+def load_predictor(adapter_dir, meta: AdapterMeta, model: str | None = None,
+                   batch_size: int = 32) -> InstructionStepgamePredictor:
     """A predictor from a saved IM folder. LoRA and DePT adapters go onto the recorded base model
     (or ``model``: the same weights under another name); a full fine-tune carries all its weights,
     so ``model`` then only names where the tokenizer comes from."""
     import transformers as tf
 
-    from raypost.models import load_base, load_tokenizer
+    from raypost.models import load_base, load_tokenizer, pick_device
 
     directory = Path(adapter_dir)
-    meta = json.loads((directory / ADAPTER_META).read_text())
-    kind, name, trainable = meta["kind"], model or meta["model"], meta.get("trainable", "lora")
-    if meta.get("task_format", TASK_FORMAT) != TASK_FORMAT:
-        raise ConfigError(f"{directory}: adapter learnt StepGame prompt format {meta['task_format']}, this "
-                          f"raypost writes format {TASK_FORMAT}")
+    kind, name, trainable = meta.kind, model or meta.model, meta.get("trainable", "lora")
     if trainable == "full":
         auto = tf.AutoModelForCausalLM if kind == "causal" else tf.AutoModelForSeq2SeqLM
         tokenizer, net = load_tokenizer(name), auto.from_pretrained(directory)
@@ -329,11 +310,15 @@ def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) 
         base = load_base(name, kind)
         tokenizer, net = base.tokenizer, DeptModel.load_adapter(base, directory)
     else:
-        raise DataError(f"{directory / ADAPTER_META}: unknown trainable {trainable!r}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return InstructionStepgamePredictor(net.to(device).eval(), tokenizer, kind, meta["max_seq_length"],
+        raise DataError(f"{directory}: unknown trainable {trainable!r} in its adapter description")
+    return InstructionStepgamePredictor(net.to(pick_device()).eval(), tokenizer, kind, meta.get("max_seq_length"),
                                         meta.get("chat_template", "paper"), batch_size=batch_size)
 
 
-__all__ = ["CONFIG_CLASSES", "ImDataConfig", "ImEvaluation", "InstructionStepgamePredictor", "setup", "check_space",
-           "load_predictor", "stepgame_examples", "stepgame_prompts", "resolve_kind", "ADAPTER_META"]
+RECIPE = Recipe(name="im", config_classes=CONFIG_CLASSES, setup=setup, metrics=("eval_accuracy", "eval_output_loss"),
+                check_point=check_point, prepare_fixed=prepare_fixed, load_predictor=load_predictor,
+                task_format=TASK_FORMAT,
+                summary="instruction modelling: loss on instruction tokens too, weighted by lambda (LMs)")
+
+__all__ = ["RECIPE", "CONFIG_CLASSES", "ImDataConfig", "InstructionStepgamePredictor", "setup", "check_point",
+           "load_predictor", "stepgame_examples", "stepgame_prompts", "resolve_kind"]

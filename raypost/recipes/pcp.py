@@ -27,34 +27,50 @@ rows' true labels, label counts, seconds).
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from raypost.batches import sharded_batches
 from raypost.configs import check, check_range, field, split_flat
 from raypost.errors import ConfigError, DataError
-from raypost.methods.pcp import (PcpConfig, PromptMLMClassifier, PromptTemplate, Verbalizer, load_mlm,
-                                 make_verbalizer, mlm_batches, mlm_loss, pcp_texts)
-from raypost.recipes.base import TrialSetup, sharded_batches, trainable_count, weights_fingerprint
-from raypost.recipes.stepgame_task import (StepgameDataConfig, StepgamePredictor, check_rows, final_stepgame_metrics,
-                                           load_eval_rows, load_train_rows, resolve_data_paths, story_list)
-from raypost.stepgame.labels import LABELS, format_input
-from raypost.train.config import TrainConfig
+from raypost.methods.pcp import (
+    PcpConfig,
+    PromptMLMClassifier,
+    PromptTemplate,
+    Verbalizer,
+    load_mlm,
+    make_verbalizer,
+    mlm_batches,
+    mlm_loss,
+    pcp_texts,
+)
+from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
+from raypost.recipes.distributed import gather_sharded, replica_max_diff, sharded_adamw
+from raypost.recipes.train_config import TrainConfig
+from raypost.stepgame.labels import LABELS, format_input, story_list
+from raypost.stepgame.task import (
+    TASK_FORMAT,
+    StepgameDataConfig,
+    StepgameEvaluator,
+    StepgamePredictor,
+    check_rows,
+    load_eval_rows,
+    load_train_rows,
+    resolve_data_paths,
+)
 
 log = logging.getLogger(__name__)
 
-ADAPTER_META = "raypost_adapter.json"
 ROW_FIELDS = ("text", "story", "question")  # what a StepGame row fills in a template
-TASK_FORMAT = 1
-MAX_SPACE_COMBINATIONS = 4096
 WEIGHTS = ("full masked-LM model (save_pretrained): PCP fine-tunes every weight in both stages, so the "
            "adapter is the whole model; load_predictor needs only the base model's tokenizer")
 
@@ -206,50 +222,6 @@ def load_mlm_reporting(name: str, seed: int) -> tuple[object, list[str]]:
     return base, messages
 
 
-def sharded_adamw(model, loss_fn: Callable[[dict], torch.Tensor], batches: Iterator[dict], steps: int, lr: float,
-                  train: TrainConfig, world_size: int, device: torch.device, what: str = "stage 1") -> list[float]:
-    """``steps`` plain-torch AdamW steps (``lr``, ``weight_decay``, clipped at ``max_grad_norm``) on
-    ``loss_fn(batch)`` for this rank's ``batches``, training ``model``'s trainable weights. With
-    world_size > 1, each step's gradients (and loss, for logging) are averaged over the ranks with
-    one ``all_reduce``, so every rank applies the same update. Returns the mean loss per step."""
-    import torch.distributed as dist
-
-    distributed = world_size > 1
-    if distributed and not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError(f"{what} on {world_size} workers needs torch.distributed initialised (Ray Train does "
-                           "this before the training loop starts)")
-    on_nccl = distributed and dist.get_backend() == "nccl"
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=train.weight_decay)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        batch = {k: v.to(device) for k, v in next(batches).items()}
-        loss = loss_fn(batch)
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        if distributed:
-            flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1)])
-            flat = flat.cuda() if on_nccl else flat.cpu()
-            dist.all_reduce(flat)
-            flat = (flat / world_size).to(device)
-            offset = 0
-            for p, g in zip(params, grads):
-                p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
-                offset += g.numel()
-            losses.append(float(flat[-1]))
-        else:
-            for p, g in zip(params, grads):
-                p.grad = g
-            losses.append(float(loss.detach()))
-        if train.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return losses
-
-
 def continued_pretraining_sharded(model, tokenizer, texts: list[list[int]], cfg: PcpConfig, train: TrainConfig,
                                   rank: int, world_size: int, device: torch.device) -> list[float]:
     """Stage 1: ``cpt_steps`` AdamW steps of ``mlm_loss`` at ``cpt_lr``; rank r masks texts r, r + world, ...
@@ -262,8 +234,9 @@ def continued_pretraining_sharded(model, tokenizer, texts: list[list[int]], cfg:
                         "raise unlabelled_size")
     batches = mlm_batches(shard, tokenizer, train.batch_size, cfg.mask_prob, seed=train.seed + 7919 * rank,
                           max_prompt_length=cfg.max_prompt_length)
-    return sharded_adamw(model, lambda batch: mlm_loss(model, batch), batches, cfg.cpt_steps, cfg.cpt_lr, train,
-                         world_size, device, what="stage 1")
+    return sharded_adamw(model, lambda batch: mlm_loss(model, batch), batches, cfg.cpt_steps, cfg.cpt_lr,
+                         weight_decay=train.weight_decay, max_grad_norm=train.max_grad_norm, world_size=world_size,
+                         device=device, what="stage 1")
 
 
 def pseudo_label_sharded(clf: PromptMLMClassifier, labelled: list[dict], unlabelled: list[dict], cfg: PcpConfig,
@@ -276,46 +249,13 @@ def pseudo_label_sharded(clf: PromptMLMClassifier, labelled: list[dict], unlabel
     in place; the caller restores the weights. Returns (pseudo-labels, loss per step)."""
     examples, _ = encode_prompts(clf, labelled)
     batches = prompt_batches(examples, clf.tokenizer.pad_token_id, train.batch_size, rank, world_size, train.seed)
-    losses = sharded_adamw(clf, lambda batch: clf(**batch).loss, batches, cfg.pseudo_label_steps, cfg.ft_lr, train,
-                           world_size, device, what="pseudo-labelling")
+    losses = sharded_adamw(clf, lambda batch: clf(**batch).loss, batches, cfg.pseudo_label_steps, cfg.ft_lr,
+                           weight_decay=train.weight_decay, max_grad_norm=train.max_grad_norm,
+                           world_size=world_size, device=device, what="pseudo-labelling")
     shard = unlabelled[rank::world_size]
     preds = classify(clf, encode_prompts(clf, shard, with_labels=False)[0], batch_size)[0] if shard else []
     ids = gather_sharded([clf.verbalizer.index(p) for p in preds], len(unlabelled), world_size)
     return [clf.verbalizer.labels[i] for i in ids], losses
-
-
-def gather_sharded(values: list[int], n: int, world_size: int) -> list[int]:
-    """The full list of ``n`` ints from every rank's shard ``values`` (items r, r + world, ...),
-    identical on every rank: one ``all_gather`` of the shards padded to equal length."""
-    import torch.distributed as dist
-
-    if world_size == 1:
-        return list(values)
-    width = -(-n // world_size)
-    local = torch.full((width,), -1, dtype=torch.long)
-    local[:len(values)] = torch.tensor(values, dtype=torch.long)
-    local = local.cuda() if dist.get_backend() == "nccl" else local
-    gathered = [torch.empty_like(local) for _ in range(world_size)]
-    dist.all_gather(gathered, local)
-    # gathered[r][j] is item r + j * world: reading the (world, width) stack column by column restores the order
-    return torch.stack(gathered).T.reshape(-1)[:n].tolist()
-
-
-@torch.no_grad()
-def replica_max_diff(model, world_size: int) -> float:
-    """Largest difference between ranks of a checksum of the weights (0 = stage 1 kept them in sync).
-    Measured before DeepSpeed starts, which would otherwise hide a drift by broadcasting rank 0's."""
-    import torch.distributed as dist
-
-    if world_size == 1:
-        return 0.0
-    params = [p.detach().double() for p in model.parameters()]
-    local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])
-    local = local.cuda() if dist.get_backend() == "nccl" else local.cpu()
-    gathered = [torch.zeros_like(local) for _ in range(world_size)]
-    dist.all_gather(gathered, local)
-    stacked = torch.stack(gathered)
-    return float((stacked.max(0).values - stacked.min(0).values).max())
 
 
 @torch.no_grad()
@@ -355,38 +295,16 @@ def classify(clf: PromptMLMClassifier, examples: list[dict], batch_size: int) ->
         clf.train(was)
 
 
-class PcpEvaluation:
-    """StepGame accuracy of the prompt classifier on the eval set; per-k tables at the end."""
-
-    def __init__(self, rows: list[dict], examples: list[dict], batch_size: int):
-        self.rows, self.examples, self.batch_size = rows, examples, batch_size
-        self._last: tuple | None = None
-
-    def predictions(self, module) -> tuple[list[str], float]:
-        fingerprint = weights_fingerprint(module)
-        if self._last is None or self._last[0] != fingerprint:
-            self._last = (fingerprint, *classify(module, self.examples, self.batch_size))
-        return self._last[1], self._last[2]
-
-    def evaluate(self, module) -> dict[str, float]:
-        preds, loss = self.predictions(module)
-        right = sum(p == r["label"] for p, r in zip(preds, self.rows))
-        return {"eval_accuracy": right / len(self.rows), "eval_loss": loss}
-
-    def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
-        return final_stepgame_metrics(self.rows, self.predictions(module)[0], out_dir)
-
-
 # ---- the recipe -----------------------------------------------------------------------------
-def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
-    from raypost.train._internal.deepspeed_config import resolve_device
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, device=None) -> TrialSetup:
+    from raypost.models import pick_device
 
     train, pcp, data_cfg, few = split_flat(flat, *CONFIG_CLASSES)
     check_zero_stage(train)
     template = PromptTemplate(pcp.template)
     check_template(template)
     check_masked_lm(train.model)
-    device = resolve_device(train.device)
+    device = device or pick_device(train.device)
     base, warnings = load_mlm_reporting(train.model, seed=train.seed)
     tokenizer, mlm = base.tokenizer, base.model
     check(tokenizer.mask_token_id is not None, f"model {train.model!r} has no mask token; PCP needs a masked LM")
@@ -444,7 +362,7 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
         params.update({"cpt_texts": len(texts), "cpt_loss_first": losses[0], "cpt_loss_last": losses[-1],
                        "cpt_probe_loss_before": before, "cpt_probe_loss_after": probe_loss(mlm, probe),
                        "cpt_seconds": round(time.perf_counter() - start, 2),
-                       "cpt_replica_max_diff": replica_max_diff(mlm, world_size)})
+                       "cpt_replica_max_diff": replica_max_diff(mlm, world_size, trainable_only=False)})
 
     # ---- stage 2: prompt-based fine-tuning, trained by the DeepSpeed loop
     clf = PromptMLMClassifier(mlm, tokenizer, template, verbalizer, pcp.max_prompt_length).to(device)
@@ -454,22 +372,18 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
         if cut:
             log.warning("%d of %d %s prompts exceed max_prompt_length=%d; their longest field was cut",
                         cut, n, name, pcp.max_prompt_length)
-    evaluation = PcpEvaluation(eval_rows, eval_examples, data_cfg.eval_batch_size)
+    evaluation = StepgameEvaluator(eval_rows, lambda module: classify(module, eval_examples, data_cfg.eval_batch_size))
     n_trainable = trainable_count(clf)
 
     def compute_loss(engine, batch):
         return engine(**batch).loss
 
     def save_adapter(module: PromptMLMClassifier, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        module.mlm.save_pretrained(directory, safe_serialization=True)
-        meta = {"method": "pcp", "model": train.model, "kind": "masked_lm", "task": "stepgame",
-                "task_format": TASK_FORMAT, "weights": WEIGHTS, "template": module.template.template,
-                "verbalizer": dict(zip(module.verbalizer.labels, module.verbalizer.words)),
-                "max_prompt_length": module.max_prompt_length, "labels": list(LABELS),
-                "trainable_params": n_trainable}
-        (directory / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+        module.mlm.save_pretrained(Path(directory), safe_serialization=True)
+        AdapterMeta("pcp", train.model, "masked_lm", n_trainable, task_format=TASK_FORMAT, labels=list(LABELS),
+                    settings={"weights": WEIGHTS, "template": module.template.template,
+                              "verbalizer": dict(zip(module.verbalizer.labels, module.verbalizer.words)),
+                              "max_prompt_length": module.max_prompt_length}).write(directory)
 
     params.update({"trainable_params": n_trainable, "labelled_examples": len(labelled),
                    "unlabelled_texts": len(unlabelled), "eval_examples": len(eval_rows),
@@ -485,30 +399,24 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
 
 
 # ---- search-space limits, checked on the driver before any trial starts ------------------------
-def check_space(fixed: dict, search: dict) -> None:
-    """PCP's limits before any trial starts: data paths exist (made absolute), every template the
-    space allows has one mask slot and only StepGame fields, and every verbalizer maps each
-    StepGame label to a single token of the model's tokenizer (loaded without weights)."""
+@functools.lru_cache(maxsize=8)
+def _tokenizer(model: str):
     from raypost.models import load_tokenizer
-    from raypost.tune.space import space_points
 
-    resolve_data_paths(fixed)
-    tokenizers: dict = {}
-    for point, where in space_points(search, fixed, ["model", "template", "verbalizer", "zero_stage"],
-                                     MAX_SPACE_COMBINATIONS):
-        try:
-            train, pcp, _, _ = split_flat({**fixed, **point}, *CONFIG_CLASSES)
-            check_zero_stage(train)
-            check_template(PromptTemplate(pcp.template))
-            if train.model not in tokenizers:
-                check_masked_lm(train.model)
-                tokenizers[train.model] = load_tokenizer(train.model)
-            tokenizer = tokenizers[train.model]
-            check(tokenizer.mask_token_id is not None,
-                  f"model {train.model!r} has no mask token; PCP needs a masked LM (e.g. minilm, tiny:bert)")
-            check_verbalizer(make_verbalizer(pcp.verbalizer, tokenizer))
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (at {where})" if point else str(exc)) from None
+    check_masked_lm(model)
+    return load_tokenizer(model)  # no weights
+
+
+def check_point(flat: dict) -> None:
+    """PCP's limits at one point of a space: every template has one mask slot and only StepGame
+    fields, and the verbalizer maps each StepGame label to a single token of the model's tokenizer."""
+    train, pcp, _, _ = split_flat(flat, *CONFIG_CLASSES)
+    check_zero_stage(train)
+    check_template(PromptTemplate(pcp.template))
+    tokenizer = _tokenizer(train.model)
+    check(tokenizer.mask_token_id is not None,
+          f"model {train.model!r} has no mask token; PCP needs a masked LM (e.g. minilm, tiny:bert)")
+    check_verbalizer(make_verbalizer(pcp.verbalizer, tokenizer))
 
 
 # ---- inference -----------------------------------------------------------------------------
@@ -527,23 +435,24 @@ class PromptStepgamePredictor(StepgamePredictor):
         return classify(self.clf, examples, self.batch_size)[0]
 
 
-def load_predictor(adapter_dir, model: str | None = None, batch_size: int = 32) -> PromptStepgamePredictor:
+def load_predictor(adapter_dir, meta: AdapterMeta, model: str | None = None,
+                   batch_size: int = 32) -> PromptStepgamePredictor:
     """A predictor from a saved PCP folder (the whole fine-tuned MLM). ``model`` only names where
     the tokenizer comes from (the recorded base model by default)."""
     from transformers import AutoModelForMaskedLM
 
-    from raypost.models import load_tokenizer
+    from raypost.models import load_tokenizer, pick_device
 
-    directory = Path(adapter_dir)
-    meta = json.loads((directory / ADAPTER_META).read_text())
-    tokenizer = load_tokenizer(model or meta["model"])
-    mlm = AutoModelForMaskedLM.from_pretrained(directory)
-    clf = PromptMLMClassifier(mlm, tokenizer, meta["template"], Verbalizer(meta["verbalizer"], tokenizer),
-                              meta["max_prompt_length"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return PromptStepgamePredictor(clf.to(device).eval(), batch_size=batch_size)
+    tokenizer = load_tokenizer(model or meta.model)
+    mlm = AutoModelForMaskedLM.from_pretrained(Path(adapter_dir))
+    clf = PromptMLMClassifier(mlm, tokenizer, meta.get("template"), Verbalizer(meta.get("verbalizer"), tokenizer),
+                              meta.get("max_prompt_length"))
+    return PromptStepgamePredictor(clf.to(pick_device()).eval(), batch_size=batch_size)
 
 
-__all__ = ["CONFIG_CLASSES", "PcpDataConfig", "PcpEvaluation", "PromptStepgamePredictor", "setup", "check_space",
-           "load_predictor", "split_pool", "template_row", "continued_pretraining_sharded", "pseudo_label_sharded",
-           "sharded_adamw", "ADAPTER_META"]
+RECIPE = Recipe(task_format=TASK_FORMAT, name="pcp", config_classes=CONFIG_CLASSES, setup=setup, check_point=check_point,
+                prepare_fixed=lambda fixed, search: resolve_data_paths(fixed), load_predictor=load_predictor,
+                summary="prompt-based continued pre-training, then prompt-based fine-tuning (masked LMs)")
+
+__all__ = ["RECIPE", "CONFIG_CLASSES", "PcpDataConfig", "PromptStepgamePredictor", "setup", "check_point",
+           "load_predictor", "split_pool", "template_row", "continued_pretraining_sharded", "pseudo_label_sharded"]

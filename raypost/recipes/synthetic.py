@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from raypost.batches import repeat_forever
 from raypost.configs import check_range, field, split_flat
-from raypost.recipes.base import TrialSetup, repeat_forever
-from raypost.train.config import TrainConfig
+from raypost.recipes.base import Recipe, TrialSetup
+from raypost.recipes.train_config import TrainConfig
 
 
 @dataclass
@@ -59,7 +60,7 @@ def _data(cfg: SyntheticConfig, base: nn.Linear, n: int, seed: int):
     return x, base(x) + x @ delta / cfg.dim
 
 
-def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> TrialSetup:
+def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, device=None) -> TrialSetup:
     train, cfg = split_flat(flat, *CONFIG_CLASSES)
     torch.manual_seed(0)  # identical base and init on every rank
     model = DeltaLinear(cfg.dim, cfg.delta_rank)
@@ -103,3 +104,7 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False) -> 
 
 def _crashed(cfg: SyntheticConfig) -> bool:
     return bool(cfg.crash_marker) and Path(cfg.crash_marker).exists()
+
+
+RECIPE = Recipe(name="raypost.recipes.synthetic", config_classes=CONFIG_CLASSES, setup=setup,
+                summary="a frozen linear map + trainable low-rank delta (orchestration tests and benchmarks)")

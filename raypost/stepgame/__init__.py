@@ -7,8 +7,16 @@ from raypost.stepgame.checker import Check, check_example, check_rows, format_ta
 from raypost.stepgame.convert import INSTRUCTION, to_instruction_rows
 from raypost.stepgame.evaluate import StepgameResult, evaluate, log_to_mlflow, to_markdown, write_results
 from raypost.stepgame.generator import generate, generate_example
-from raypost.stepgame.labels import (ID2LABEL, LABEL2ID, LABEL_WORDS, LABELS, format_input, label_of_offset,
-                                     label_word, match_label)
+from raypost.stepgame.labels import (
+                                     ID2LABEL,
+                                     LABEL2ID,
+                                     LABEL_WORDS,
+                                     LABELS,
+                                     format_input,
+                                     label_of_offset,
+                                     label_word,
+                                     match_label,
+)
 from raypost.stepgame.loader import load_stepgame, read_rows, save_stepgame
 from raypost.stepgame.templates import TEMPLATES, parse_question, parse_sentence
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from raypost.stepgame.checker import rows_of
-from raypost.stepgame.labels import LABEL_WORDS, format_input, label_word
+from raypost.stepgame.labels import LABEL_WORDS, format_input, label_word, story_list
 
 INSTRUCTION = (
     "The story describes where agents stand on a grid. Answer the question with the relation "
@@ -14,7 +14,5 @@ INSTRUCTION = (
 def to_instruction_rows(dataset) -> list[dict]:
     """One ``{"instruction", "input", "output"}`` per example; output is the label word. A story
     may be a list of sentences or one string (``story_list``)."""
-    from raypost.recipes.stepgame_task import story_list  # imported here: it loads torch
-
     return [{"instruction": INSTRUCTION, "input": format_input(story_list(r["story"]), r["question"]),
              "output": label_word(r["label"])} for r in rows_of(dataset)]

@@ -17,6 +17,7 @@ import string
 from collections import deque
 
 from raypost.configs import check_range
+from raypost.errors import ConfigError
 from raypost.stepgame.labels import DIRECTIONS, OFFSETS, label_of_offset
 from raypost.stepgame.templates import QUESTION, render
 
@@ -105,3 +106,17 @@ def generate(k: int, n: int, *, noise: bool = False, seed: int = 0, split: str =
     check_range("overlap_prob", overlap_prob, 0.0, 1.0)
     rng = random.Random(f"stepgame:{seed}:{k}:{split}")
     return [generate_example(k, rng, noise, overlap_prob) for _ in range(n)]
+
+
+def parse_ks(text: str) -> list[int]:
+    """'1-10' or '1,3,5' (or a mix) -> sorted k values in 1..MAX_K."""
+    ks = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            ks.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise ConfigError(f"--k={text!r} is not a list of k values like 1-10 or 1,3,5") from None
+    if not ks or min(ks) < 1 or max(ks) > MAX_K:
+        raise ConfigError(f"--k={text!r} must name k values between 1 and {MAX_K}")
+    return sorted(ks)

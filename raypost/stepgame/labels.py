@@ -62,6 +62,11 @@ def match_label(text: str | None) -> str | None:
     return None if start < 0 else match_label(norm[:start])
 
 
+def story_list(story) -> list[str]:
+    """A story as a list of sentences (a plain string is one sentence; arrays from pandas are lists)."""
+    return [story] if isinstance(story, str) else [str(s) for s in story]
+
+
 def format_input(story: list[str], question: str) -> str:
     """The text every model reads for one example (classifiers, seq2seq and causal LMs alike)."""
     return f"Story: {' '.join(s.strip() for s in story)}\nQuestion: {question.strip()}"

@@ -1,4 +1,4 @@
-"""``raypost promote``, ``raypost predict`` and ``raypost ui``."""
+"""``raypost promote``, ``raypost predict``, ``raypost eval stepgame`` and ``raypost ui``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from raypost import knobs
-from raypost.errors import DataError
+from raypost.errors import ConfigError, DataError, TrackingError
 
 
 def cli_promote(args) -> int:
@@ -80,3 +80,40 @@ def cli_ui(args) -> int:
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", file=sys.stderr)
     os.execv(cmd[0], cmd)
     return 0  # not reached
+
+
+def cli_eval(args) -> int:
+    if not args.adapter and not args.model:
+        raise ConfigError("give --adapter or --model to evaluate")
+    from raypost.stepgame import evaluate, load_stepgame, to_markdown, write_results
+
+    ds = load_stepgame(args.data.split(","), limit_per_file=args.limit)
+    from raypost.inference import load_predictor
+
+    predictor = load_predictor(adapter=args.adapter, model=args.model, tracking_uri=args.tracking_uri)
+    rows = ds.to_list()
+    predictions = predictor.predict_stepgame([r["story"] for r in rows], [r["question"] for r in rows])
+    result = evaluate(rows, predictions)
+    paths = write_results(result, args.out)
+    print(to_markdown(result))
+    print(f"wrote {', '.join(map(str, paths))}")
+    if args.run_id:
+        _log_to_run(result, args.out, args.run_id, args.tracking_uri)
+    return 0
+
+
+def _log_to_run(result, out_dir, run_id: str, tracking_uri: str | None) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from raypost.stepgame import log_to_mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            log_to_mlflow(result, out_dir)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot log to MLflow run {run_id!r} at {mlflow.get_tracking_uri()}: "
+                            f"{str(exc).splitlines()[0]}") from None
+    print(f"logged to MLflow run {run_id}")

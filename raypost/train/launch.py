@@ -1,6 +1,6 @@
 """One trial as a Ray Train V2 ``TorchTrainer`` job: workers, failure handling, checkpoints.
 
-Used by every Tune trial of a sweep (``raypost.tune``) and by ``raypost train`` for one run.
+Used by every Tune trial of a sweep (``raypost.tune``; ``raypost train`` is a one-trial sweep).
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raypost.configs import check
-
 
 # Ray placement-group strategies for a trial's workers (Ray's own names; PACK is Ray's default):
 #   PACK           as few nodes as possible; spills onto more nodes when one cannot hold them all
@@ -64,10 +63,3 @@ def build_trainer(config: dict, scaling: Scaling, name: str, storage: str, *, me
                                                checkpoint_score_order=mode),
             failure_config=FailureConfig(max_failures=max_failures)),
     )
-
-
-def cli_train(args) -> int:
-    """``raypost train METHOD --config FILE``: one run, tracked in MLflow like a one-trial sweep."""
-    from raypost.tune.sweep import run_single
-
-    return run_single(args)

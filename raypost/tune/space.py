@@ -1,6 +1,6 @@
 """Search-space YAML: load, validate before any trial starts, turn into Optuna distributions.
 
-A space file (see ``search_spaces/dept.yaml``)::
+A space file (the defaults ship in the package: ``raypost/search_spaces/<method>.yaml``)::
 
     method: dept
     samples: 4            # trials
@@ -29,12 +29,14 @@ import yaml
 from raypost.configs import field_names, split_flat
 from raypost.errors import ConfigError
 from raypost.recipes import get_recipe
+from raypost.recipes.base import Recipe
 
 TOP_KEYS = {"method", "samples", "workers", "scheduler", "objectives", "fixed", "search", "seed",
             "points_to_evaluate"}
 DIST_TYPES = {"int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"},
               "categorical": {"values"}}
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"  # package data: wheels carry it
+MAX_SPACE_COMBINATIONS = 4096  # check_space tries every combination of range ends up to this many
 
 
 @dataclass
@@ -111,7 +113,7 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
     if raw.get("method", method) != method:
         fail(f"method is {raw['method']!r} but the sweep is for {method!r}")
     recipe = get_recipe(method)
-    known = set().union(*(field_names(c) for c in recipe.CONFIG_CLASSES))
+    known = set().union(*(field_names(c) for c in recipe.config_classes))
     fixed = {**(raw.get("fixed") or {}), **(overrides or {})}
     search = raw.get("search") or {}
     for section, keys in (("fixed", fixed), ("search", search)):
@@ -127,6 +129,10 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
     if not isinstance(objectives, dict) or not 1 <= len(objectives) <= 2 or \
             any(m not in ("max", "min") for m in objectives.values()):
         fail("objectives must map one or two metric names to max or min")
+    reported = recipe.reported_metrics()
+    for metric in objectives:
+        if metric not in reported:
+            fail(f"objective {metric!r} is not a metric {method} reports (one of {', '.join(reported)})")
     space = SearchSpace(method=method, fixed=fixed, search=search, objectives=objectives,
                         samples=int(raw.get("samples", 4)), workers=int(raw.get("workers", 2)),
                         scheduler=raw.get("scheduler", "asha"), seed=int(raw.get("seed", 0)),
@@ -134,34 +140,55 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
     for point in space.points_to_evaluate:
         if not isinstance(point, dict) or set(point) - set(search):
             fail(f"points_to_evaluate entry {point!r} must only set searched keys")
+        for key, value in point.items():
+            spec = search[key]
+            if spec["type"] == "categorical":
+                inside = value in spec["values"]
+            else:
+                inside = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                    spec["low"] <= value <= spec["high"]
+            if not inside:
+                allowed = spec["values"] if spec["type"] == "categorical" else f"[{spec['low']}, {spec['high']}]"
+                fail(f"points_to_evaluate: {key}={value!r} is outside search.{key} {allowed}")
     if space.samples < 1:
         fail(f"samples={space.samples} must be at least 1")
     if space.scheduler not in ("asha", "fifo"):
         fail(f"scheduler={space.scheduler!r} is not asha or fifo")
-    _check_values(recipe, fixed, search, fail)
-    if hasattr(recipe, "check_space"):  # method-specific limits, e.g. DePT's parameter budget
-        try:
-            recipe.check_space(fixed, search)
-        except ConfigError as exc:
-            fail(str(exc))
+    try:
+        check_space(recipe, fixed, search)
+        for point in space.points_to_evaluate:  # a starting point must be a valid trial too
+            flat = {**fixed, **{k: v for k, v in point.items()}}
+            for key in search:
+                flat.setdefault(key, space_bounds(search, key, fixed, None)[0])
+            try:
+                split_flat(flat, *recipe.config_classes)
+                if recipe.check_point is not None:
+                    recipe.check_point(flat)
+            except ConfigError as exc:
+                raise ConfigError(f"points_to_evaluate entry {point}: {exc}") from None
+    except ConfigError as exc:
+        fail(str(exc))
     return space
 
 
-def _check_values(recipe, fixed: dict, search: dict, fail) -> None:
-    """Build the method's config dataclasses at every extreme of the space (each searched key at
-    each of its range ends or categorical values, the others at their first value), so their
-    ``__post_init__`` checks run before any trial starts."""
-    first = {k: space_bounds(search, k, fixed, None)[0] for k in search}
-    variants = [{}] + [{key: value} for key in search for value in space_bounds(search, key, fixed, None)]
-    for variant in variants:
-        flat = {**fixed, **first, **variant}
+def check_space(recipe: Recipe, fixed: dict, search: dict) -> None:
+    """Every value the space allows, before any trial starts: the recipe prepares ``fixed`` once
+    (data paths made absolute, in place), then each combination of range ends and categorical
+    values (past ``MAX_SPACE_COMBINATIONS``, one key at a time) must build the method's config
+    dataclasses and pass the recipe's ``check_point``. Errors name the point."""
+    if recipe.prepare_fixed is not None:
+        recipe.prepare_fixed(fixed, search)
+    for point, where in space_points(search, fixed, limit=MAX_SPACE_COMBINATIONS):
+        flat = {**fixed, **point}
+        at = f" (at {where})" if point else ""
         try:
-            split_flat(flat, *recipe.CONFIG_CLASSES)
+            split_flat(flat, *recipe.config_classes)
+            if recipe.check_point is not None:
+                recipe.check_point(flat)
         except ConfigError as exc:
-            where = f" (with {', '.join(f'{k}={v}' for k, v in variant.items())})" if variant else ""
-            fail(f"{exc}{where}")
+            raise ConfigError(f"{exc}{at}") from None
         except TypeError as exc:  # a value of the wrong type for a field
-            fail(f"invalid config value: {exc}")
+            raise ConfigError(f"invalid config value: {exc}{at}") from None
 
 
 def _check_dist(key: str, spec: Any, fail) -> None:

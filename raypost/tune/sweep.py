@@ -64,8 +64,11 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     tune_ctx = tune.get_context()
     client = MlflowClient(ctx.tracking_uri)
     run_id = trial_run(client, ctx.parent_run_id, tune_ctx.get_trial_id(), tune_ctx.get_trial_name(), config)
+    # the space's first objective decides everything inside the trial too: "improved", best_<metric>,
+    # the logged adapter (and so promote), as it decides Tune, ASHA and checkpoint ranking
     trainer = build_trainer(
-        {**config, "_run_id": run_id, "_tracking_uri": ctx.tracking_uri}, ctx.scaling,
+        {**config, "_run_id": run_id, "_tracking_uri": ctx.tracking_uri, "_metric": ctx.metric, "_mode": ctx.mode},
+        ctx.scaling,
         name=tune_ctx.get_trial_name(), storage=f"{ctx.storage}/{ctx.sweep}-train",
         metric=ctx.metric, mode=ctx.mode, keep_checkpoints=ctx.keep_checkpoints,
         max_failures=ctx.max_failures, callbacks=[TuneReportCallback()])
@@ -206,14 +209,14 @@ def cli_sweep(args) -> int:
     return 0
 
 
-def run_single(args) -> int:
+def cli_train(args) -> int:
     """``raypost train``: a one-trial sweep with no search, so it is tracked the same way."""
     from raypost.configs import help_table
     from raypost.recipes import get_recipe
 
     recipe = get_recipe(args.method)
     if args.help_config:
-        for cls in recipe.CONFIG_CLASSES:
+        for cls in recipe.config_classes:
             print(f"# {cls.__name__}")
             for name, default, text in help_table(cls):
                 print(f"{name:22} {default!r:28} {text}")
@@ -221,6 +224,8 @@ def run_single(args) -> int:
     fixed = _load_flat(args.config) if args.config else {}
     raw = {"method": args.method, "samples": 1, "workers": args.workers, "scheduler": "fifo",
            "fixed": {**fixed, **parse_overrides(args.set)}}
+    if getattr(args, "objective", None):
+        raw["objectives"] = parse_objective(args.objective)
     from raypost.tune.space import validate_space
 
     space = validate_space(raw, args.method, source=args.config or "<defaults>")
@@ -229,6 +234,14 @@ def run_single(args) -> int:
     _, summary = run_sweep(space, opts)
     print(summary)
     return 0
+
+
+def parse_objective(text: str) -> dict:
+    """``--objective eval_loss:min`` -> ``{"eval_loss": "min"}``."""
+    metric, _, mode = text.partition(":")
+    if not metric or mode not in ("max", "min"):
+        raise ConfigError(f"--objective={text!r} must look like METRIC:max or METRIC:min")
+    return {metric: mode}
 
 
 def _load_flat(path: str) -> dict:

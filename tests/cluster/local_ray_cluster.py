@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-
 import scoped_ray_stop
 from scoped_ray_stop import MARKER_VAR
 

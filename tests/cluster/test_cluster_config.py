@@ -16,12 +16,12 @@ import copy
 import json
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import jsonschema
 import pytest
 import ray.autoscaler
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from ray.autoscaler._private.util import prepare_config, validate_config

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from local_ray_cluster import LocalCluster
 
 VENV_BIN = Path(sys.executable).parent

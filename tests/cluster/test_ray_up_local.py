@@ -34,9 +34,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
-
 import scoped_ray_stop
+import yaml
 from scoped_ray_stop import MARKER_VAR
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,21 @@ import torch.nn.functional as F
 
 from raypost.errors import ConfigError, DataError
 from raypost.methods.im import (
-    INSTRUCTION, OUTPUT, TEMPLATE, ImConfig, collate, encode_example, encode_rows, example_from_row, im_loss,
-    load_instruction_jsonl, make_trainable, output_only_loss, weighted_lm_loss,
+    INSTRUCTION,
+    OUTPUT,
+    TEMPLATE,
+    ImConfig,
+    collate,
+    encode_example,
+    example_from_row,
+    im_loss,
+    load_instruction_jsonl,
+    make_trainable,
+    output_only_loss,
+    weighted_lm_loss,
 )
 from raypost.models import load_base, tiny_tokenizer
-from raypost.train.config import TrainConfig
+from raypost.recipes.train_config import TrainConfig
 
 T, I, O, PAD = TEMPLATE, INSTRUCTION, OUTPUT, -1
 
@@ -29,6 +39,10 @@ def batch():
     labels = torch.randint(0, 7, segments.shape, generator=g).masked_fill(segments == PAD, -100)
     logits = torch.randn(*segments.shape, 7, generator=g)
     return segments, labels, logits
+
+
+def _encode_rows(examples, tokenizer, chat_template="paper", max_seq_length=None):
+    return [encode_example(e, tokenizer, chat_template, max_seq_length) for e in examples]
 
 
 def weights(segments, lam):
@@ -125,7 +139,7 @@ def test_tokenizer_chat_template_spans():
 
 def test_collate_pads_right_and_masks_template():
     tok = tiny_tokenizer()
-    rows = encode_rows([example_from_row({"instruction": "a", "output": "b"}, "r:1"),
+    rows = _encode_rows([example_from_row({"instruction": "a", "output": "b"}, "r:1"),
                         example_from_row({"instruction": "longer one", "output": "ccc"}, "r:2")], tok)
     b = collate(rows, tok.pad_token_id, instruction_weight=0.5)
     n0 = len(rows[0].input_ids)
@@ -205,7 +219,7 @@ def test_im_loss_on_gpt2_and_heldout_output_loss():
     base = load_base("tiny:gpt2", "causal")
     model, groups = make_trainable(base, ImConfig(trainable="full"))
     assert groups[0]["name"] == "full" and all(p.requires_grad for p in model.parameters())
-    rows = encode_rows([example_from_row({"instruction": "Where is A?", "output": "left"}, "r:1"),
+    rows = _encode_rows([example_from_row({"instruction": "Where is A?", "output": "left"}, "r:1"),
                         example_from_row({"instruction": "Where is B?", "output": "above"}, "r:2")], base.tokenizer)
     pad = base.tokenizer.pad_token_id
     model.eval()
@@ -217,7 +231,7 @@ def test_im_loss_on_gpt2_and_heldout_output_loss():
 
 def test_seq2seq_reads_prompt_in_encoder_and_rejects_instruction_weight():
     base = load_base("tiny:t5", "seq2seq")
-    rows = encode_rows([example_from_row({"instruction": "Where is A?", "output": "left"}, "r:1")], base.tokenizer)
+    rows = _encode_rows([example_from_row({"instruction": "Where is A?", "output": "left"}, "r:1")], base.tokenizer)
     b = collate(rows, base.tokenizer.pad_token_id, 0.0, kind="seq2seq")
     assert b["labels"][0].tolist() == toks(base.tokenizer, "left") + [base.tokenizer.eos_token_id]
     assert torch.isfinite(im_loss(base.model, b, kind="seq2seq"))
@@ -232,7 +246,7 @@ def test_dept_trainable_trains_prompt_and_lowrank_with_their_own_rates():
     dept = DeptConfig(prompt_length=4, lowrank_rank=2, max_input_length=128)
     model, groups = make_trainable(base, ImConfig(trainable="dept", max_seq_length=128), dept)
     assert {g["name"]: g["lr"] for g in groups} == {"prompt": dept.lr_prompt, "lowrank": dept.lr_lowrank}
-    rows = encode_rows([example_from_row({"instruction": "Where is A?", "output": "left"}, "r:1")], base.tokenizer)
+    rows = _encode_rows([example_from_row({"instruction": "Where is A?", "output": "left"}, "r:1")], base.tokenizer)
     im_loss(model, collate(rows, base.tokenizer.pad_token_id, 1.0)).backward()  # prompt logits are sliced off
     assert model.prompt.grad is not None and not any(p.requires_grad for p in base.model.parameters())
     with pytest.raises(ConfigError, match="max_seq_length=512 exceeds DePT's max_input_length=128"):

@@ -9,11 +9,20 @@ import torch.nn.functional as F
 
 from raypost.errors import ConfigError
 from raypost.methods.pcp import (
-    STEPGAME_LABELS, PcpConfig, PromptMLMClassifier, PromptTemplate, Verbalizer, continued_pretraining, load_mlm,
-    make_verbalizer, mlm_batches, mlm_loss, pcp_texts,
+    STEPGAME_LABELS,
+    PcpConfig,
+    PromptMLMClassifier,
+    PromptTemplate,
+    Verbalizer,
+    load_mlm,
+    make_verbalizer,
+    mlm_batches,
+    mlm_loss,
+    pcp_texts,
 )
 from raypost.models import load_base, tiny_tokenizer
-from raypost.train.config import TrainConfig
+from raypost.recipes.distributed import sharded_adamw
+from raypost.recipes.train_config import TrainConfig
 
 TEMPLATE = PromptTemplate("{text} Answer: {mask}.")
 ROWS = [{"text": "A is to the left of B. Where is A relative to B?"},
@@ -23,6 +32,21 @@ ROWS = [{"text": "A is to the left of B. Where is A relative to B?"},
 LABELS = ["left", "above", "overlap", "lower-right"]
 
 
+def encode(clf: PromptMLMClassifier, rows, labels=None) -> dict:
+    """A batch of templated rows, as the PCP recipe builds them (mask positions recorded)."""
+    encoded = [clf.template.encode(r, clf.tokenizer, clf.tokenizer.mask_token_id, clf.max_prompt_length) for r in rows]
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(rows), width), clf.tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, (ids, _) in enumerate(encoded):
+        input_ids[i, :len(ids)], attention_mask[i, :len(ids)] = torch.tensor(ids), 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+             "mask_positions": torch.tensor([pos for _, pos in encoded])}
+    if labels is not None:
+        batch["labels"] = torch.tensor([clf.verbalizer.index(label) for label in labels])
+    return batch
+
+
 def test_stage1_lowers_mlm_loss_on_templated_texts():
     base = load_base("tiny:bert", "masked_lm", seed=0)
     texts = pcp_texts(TEMPLATE, ROWS, base.tokenizer)
@@ -30,8 +54,10 @@ def test_stage1_lowers_mlm_loss_on_templated_texts():
     base.model.eval()
     with torch.no_grad():
         before = mlm_loss(base.model, held).item()
-    losses = continued_pretraining(base.model, base.tokenizer, texts, steps=25, lr=3e-3, mask_prob=0.15,
-                                   batch_size=4, seed=0)
+    torch.manual_seed(0)
+    batches = mlm_batches(texts, base.tokenizer, batch_size=4, mask_prob=0.15, seed=0)
+    losses = sharded_adamw(base.model, lambda b: mlm_loss(base.model, b), batches, steps=25, lr=3e-3,
+                           weight_decay=0.0, max_grad_norm=0.0, world_size=1, device=torch.device("cpu"))
     base.model.eval()
     with torch.no_grad():
         after = mlm_loss(base.model, held).item()
@@ -53,7 +79,7 @@ def test_stage1_texts_put_mask_or_pseudo_label_in_the_slot():
 def test_stage2_logits_are_label_word_logits_at_the_mask():
     base = load_base("tiny:bert", "masked_lm", seed=1)
     clf = PromptMLMClassifier(base.model, base.tokenizer, TEMPLATE, "stepgame").eval()
-    batch = clf.encode(ROWS, LABELS)
+    batch = encode(clf, ROWS, LABELS)
     rows = torch.arange(len(ROWS))
     assert (batch["input_ids"][rows, batch["mask_positions"]] == base.tokenizer.mask_token_id).all()
     out = clf(**batch)
@@ -63,7 +89,6 @@ def test_stage2_logits_are_label_word_logits_at_the_mask():
     assert out.logits.shape == (4, len(STEPGAME_LABELS))
     assert torch.allclose(out.logits, raw[rows, batch["mask_positions"]][:, word_ids], atol=1e-5)
     assert torch.allclose(out.loss, F.cross_entropy(out.logits, batch["labels"]))
-    assert clf.predict(ROWS) == [STEPGAME_LABELS[i] for i in out.logits.argmax(-1).tolist()]
     # mask positions found from the input ids give the same logits
     same = clf(batch["input_ids"], batch["attention_mask"]).logits
     assert torch.allclose(same, out.logits)
@@ -72,7 +97,7 @@ def test_stage2_logits_are_label_word_logits_at_the_mask():
 def test_stage2_fine_tuning_fits_the_labels():
     base = load_base("tiny:bert", "masked_lm", seed=0)
     clf = PromptMLMClassifier(base.model, base.tokenizer, TEMPLATE)
-    batch = clf.encode(ROWS, LABELS)
+    batch = encode(clf, ROWS, LABELS)
     opt = torch.optim.AdamW(clf.parameters(), lr=3e-3)
     torch.manual_seed(0)
     first = None
@@ -100,7 +125,7 @@ def test_minilm_fresh_head_is_reported_and_wordpiece_verbalizer_works(caplog):
     clf = PromptMLMClassifier(base.model, base.tokenizer, TEMPLATE, "stepgame").eval()
     assert clf.verbalizer.words == ["left", "right", "above", "below", "northwest", "northeast", "southwest",
                                     "southeast", "overlap"]
-    batch = clf.encode(ROWS[:2])
+    batch = encode(clf, ROWS[:2])
     assert base.tokenizer.decode(batch["input_ids"][0]).startswith("[CLS] a is to the left of b.")
     with torch.no_grad():
         raw = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

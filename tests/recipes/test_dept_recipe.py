@@ -14,8 +14,10 @@ import torch
 from raypost.errors import ConfigError, DataError
 from raypost.inference import load_predictor
 from raypost.recipes import dept
-from raypost.recipes import stepgame_task as st
+from raypost.recipes.base import ADAPTER_META
 from raypost.stepgame import LABELS, format_input, generate, label_word, match_label, save_stepgame
+from raypost.stepgame import task as st
+from raypost.tune.space import check_space
 
 TINY = {"classifier": "tiny:bert", "seq2seq": "tiny:t5", "causal": "tiny:gpt2"}
 S = 224  # byte-level tokens: a k=1 input is at most ~190 bytes, so nothing is cut
@@ -165,7 +167,7 @@ def test_final_evaluate_writes_tables_and_reuses_predictions(trained, tmp_path, 
 def test_save_adapter_and_load_predictor_round_trip(trained, tmp_path, monkeypatch):
     kind, setup, _, _ = trained
     setup.save_adapter(setup.model, tmp_path / "adapter")
-    meta = json.loads((tmp_path / "adapter" / dept.ADAPTER_META).read_text())
+    meta = json.loads((tmp_path / "adapter" / ADAPTER_META).read_text())
     assert meta | {"max_input_length": S} == meta and meta["method"] == "dept" and meta["kind"] == kind
     assert meta["model"] == TINY[kind] and meta["task"] == "stepgame" and meta["labels"] == list(LABELS)
     assert (tmp_path / "adapter" / "adapter.safetensors").is_file()
@@ -247,40 +249,40 @@ def test_check_space_accepts_the_default_space():
 
     loaded = load_space(default_space_file("dept"), "dept")
     assert loaded.fixed["model"] == "minilm" and "prompt_length" in loaded.search
-    dept.check_space(*space(prompt_length={"type": "int", "low": 0, "high": 40}))  # 40 x 384 = 15360 fits
+    check_space(dept.RECIPE, *space(prompt_length={"type": "int", "low": 0, "high": 40}))  # 40 x 384 = 15360 fits
 
 
 def test_check_space_budget_violated_by_the_prompt_length_range():
     with pytest.raises(ConfigError, match=r"prompt_length=41 does not fit param_budget=15360.*d=384.*<= 40"):
-        dept.check_space(*space(prompt_length={"type": "int", "low": 0, "high": 41}))
+        check_space(dept.RECIPE, *space(prompt_length={"type": "int", "low": 0, "high": 41}))
     with pytest.raises(ConfigError, match="prompt_length=60 does not fit param_budget=15360"):
-        dept.check_space(*space(prompt_length={"type": "categorical", "values": [10, 60]}))
+        check_space(dept.RECIPE, *space(prompt_length={"type": "categorical", "values": [10, 60]}))
 
 
 def test_check_space_other_limits():
     fixed, _ = space()
-    with pytest.raises(ConfigError, match=r"search.prompt_length: -2 is below its minimum 0"):
-        dept.check_space(fixed, {"prompt_length": {"type": "int", "low": -2, "high": 4}})
-    with pytest.raises(ConfigError, match="search.lowrank_rank: -1 is below"):
-        dept.check_space({"model": "minilm"}, {"lowrank_rank": {"type": "int", "low": -1, "high": 4}})
+    with pytest.raises(ConfigError, match=r"prompt_length=-2 is below its minimum 0 \(at prompt_length=-2\)"):
+        check_space(dept.RECIPE, fixed, {"prompt_length": {"type": "int", "low": -2, "high": 4}})
+    with pytest.raises(ConfigError, match=r"lowrank_rank=-1 is below its minimum 0 \(at lowrank_rank=-1\)"):
+        check_space(dept.RECIPE, {"model": "minilm"}, {"lowrank_rank": {"type": "int", "low": -1, "high": 4}})
     with pytest.raises(ConfigError, match="param_budget and lowrank_rank are both set"):
-        dept.check_space(fixed, {"lowrank_rank": {"type": "int", "low": 1, "high": 4}})
+        check_space(dept.RECIPE, fixed, {"lowrank_rank": {"type": "int", "low": 1, "high": 4}})
     with pytest.raises(ConfigError, match="prompt_length=0 with param_budget=400 trains nothing"):
-        dept.check_space(fixed | {"param_budget": 400}, {"prompt_length": {"type": "int", "low": 0, "high": 1}})
+        check_space(dept.RECIPE, fixed | {"param_budget": 400}, {"prompt_length": {"type": "int", "low": 0, "high": 1}})
     with pytest.raises(ConfigError, match="exceeds the 512 positions"):
-        dept.check_space({"model": "minilm", "max_input_length": 500},
+        check_space(dept.RECIPE, {"model": "minilm", "max_input_length": 500},
                          {"prompt_length": {"type": "int", "low": 0, "high": 20}})
     with pytest.raises(ConfigError, match="lr_prompt=0.0 must be above 0"):
-        dept.check_space(fixed, {"lr_prompt": {"type": "categorical", "values": [0.3, 0.0]}})
+        check_space(dept.RECIPE, fixed, {"lr_prompt": {"type": "categorical", "values": [0.3, 0.0]}})
     with pytest.raises(ConfigError, match="fixed.eval_data: .*does not exist"):
-        dept.check_space(fixed | {"eval_data": "no/such/folder"}, {})
+        check_space(dept.RECIPE, fixed | {"eval_data": "no/such/folder"}, {})
 
 
 def test_check_space_makes_data_paths_absolute(tmp_path, monkeypatch):
     save_stepgame(generate(1, 2, seed=0), tmp_path / "data" / "qa1_valid.json")
     monkeypatch.chdir(tmp_path)
     fixed = {"model": "tiny:bert", "eval_data": "data"}
-    dept.check_space(fixed, {})
+    check_space(dept.RECIPE, fixed, {})
     assert fixed["eval_data"] == str(tmp_path / "data")
 
 

@@ -9,7 +9,7 @@ from raypost.cli import main
 from raypost.errors import ConfigError
 from raypost.inference import load_predictor
 from raypost.recipes import finetune
-from raypost.recipes import stepgame_task as st
+from raypost.stepgame import task as st
 
 TINY = {"classifier": "tiny:bert", "causal": "tiny:gpt2"}
 

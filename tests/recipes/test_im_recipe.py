@@ -11,12 +11,20 @@ from raypost.cli import main
 from raypost.errors import ConfigError, DataError
 from raypost.inference import load_predictor
 from raypost.methods.im import OUTPUT, encode_example, example_from_row
+from raypost.models import load_tokenizer
 from raypost.recipes import im
-from raypost.recipes import stepgame_task as st
+from raypost.recipes.base import ADAPTER_META
 from raypost.stepgame import LABELS, generate, match_label, to_instruction_rows
+from raypost.stepgame import task as st
 from raypost.stepgame.convert import INSTRUCTION
+from raypost.tune.space import check_space
 
 N_EVAL = 4
+
+
+def tokenizer_of(setup):
+    """The tokenizer the recipe used (every tiny model shares the byte-level one)."""
+    return load_tokenizer("tiny:gpt2")
 
 
 def flat(**kw):
@@ -85,7 +93,7 @@ def test_seq2seq_output_only():
     setup = im.setup(flat(model="tiny:t5", lr=1e-2), 0, 1)
     batch, before, after = fit(setup, 3)
     assert after < before
-    tok = setup.evaluate.__self__.tokenizer
+    tok = tokenizer_of(setup)
     assert tok.decode(batch["labels"][0][batch["labels"][0] != -100], skip_special_tokens=True) in {
         st.label_word(lab) for lab in LABELS}
     metrics = setup.evaluate(setup.model)
@@ -95,7 +103,7 @@ def test_seq2seq_output_only():
 def test_training_rows_are_stepgame_written_as_instructions():
     setup = im.setup(flat(instruction_weight=0.5), 0, 1)
     batch = next(setup.train_batches)
-    tok = setup.evaluate.__self__.tokenizer
+    tok = tokenizer_of(setup)
     weights = batch["loss_weights"][0]
     assert set(weights.unique().tolist()) == {0.0, 0.5, 1.0}  # template, instruction, output
     output = tok.decode(batch["input_ids"][0][weights == 1.0], skip_special_tokens=True)
@@ -110,7 +118,7 @@ def one_by_one(setup, rows):
     """Raw answers computed independently: the training encoding of each row cut where the output
     starts, one unpadded prompt at a time, plain HF generate."""
     model = setup.model.eval()
-    tok = setup.evaluate.__self__.tokenizer
+    tok = tokenizer_of(setup)
     answers = []
     for i, row in enumerate(to_instruction_rows(rows)):
         enc = encode_example(example_from_row(row, f"row {i}"), tok, "paper")
@@ -160,13 +168,13 @@ def test_heldout_jsonl_gives_the_output_loss(trained, tmp_path):
 def test_full_save_and_load_predictor_round_trip(trained, tmp_path):
     setup, _, _ = trained
     setup.save_adapter(setup.model, tmp_path / "adapter")
-    meta = json.loads((tmp_path / "adapter" / im.ADAPTER_META).read_text())
+    meta = json.loads((tmp_path / "adapter" / ADAPTER_META).read_text())
     assert meta["method"] == "im" and meta["trainable"] == "full" and "full model weights" in meta["weights"]
     assert (tmp_path / "adapter" / "model.safetensors").is_file()
     rows = generate(1, 6, seed=9)
-    task = setup.evaluate.__self__  # the recipe's ImEvaluation
-    prompts, _ = im.stepgame_prompts(rows, task.tokenizer, "causal", "paper", 448)
-    want, _ = st.run_model(setup.model, task.tokenizer, "causal", prompts, 32, with_loss=False)
+    tok = tokenizer_of(setup)
+    prompts, _ = im.stepgame_prompts(rows, tok, "causal", "paper", 448)
+    want, _ = st.run_model(setup.model, tok, "causal", prompts, 32, with_loss=False)
     predictor = load_predictor(tmp_path / "adapter")
     assert predictor.predict(rows) == want
     assert predictor.predict_stepgame([r["story"] for r in rows], [r["question"] for r in rows]) == want
@@ -182,8 +190,9 @@ def test_adapter_round_trip_keeps_predictions(trainable, tmp_path, monkeypatch):
     assert "model.safetensors" not in files  # never the base weights
     assert ("adapter_model.safetensors" if trainable == "lora" else "adapter.safetensors") in files
     monkeypatch.setattr(st, "match_label", lambda text: text)  # compare raw generated text
-    task = setup.evaluate.__self__
-    want, _ = st.run_model(setup.model, task.tokenizer, "causal", task.prompts, 32, with_loss=False)
+    tok = tokenizer_of(setup)
+    prompts, _ = im.stepgame_prompts(eval_rows(), tok, "causal", "paper", 448)
+    want, _ = st.run_model(setup.model, tok, "causal", prompts, 32, with_loss=False)
     assert load_predictor(tmp_path / "a").predict(eval_rows()) == want
 
 
@@ -194,7 +203,7 @@ def test_jsonl_row_without_output_is_named(tmp_path):
     with pytest.raises(DataError, match=r"train.jsonl:2: row has no 'output'"):
         im.setup(flat(im_train_data=str(path)), 0, 1)
     with pytest.raises(DataError, match=r"train.jsonl:2: row has no 'output'"):
-        im.check_space({"model": "tiny:gpt2", "im_train_data": str(path)}, {})
+        check_space(im.RECIPE, {"model": "tiny:gpt2", "im_train_data": str(path)}, {})
 
 
 def test_empty_instruction_file_and_missing_file(tmp_path):
@@ -210,16 +219,16 @@ def test_config_limits():
     with pytest.raises(ConfigError, match="instruction_weight=1.5 is above its maximum 1.0"):
         im.setup(flat(instruction_weight=1.5), 0, 1)
     with pytest.raises(ConfigError, match="model 'tiny:bert' is an encoder"):
-        im.check_space({"model": "tiny:bert"}, {})
+        check_space(im.RECIPE, {"model": "tiny:bert"}, {})
     with pytest.raises(ConfigError, match=r"instruction_weight=0.5 needs a causal LM.*\(at instruction_weight=0.5\)"):
-        im.check_space({"model": "tiny:t5"}, {"instruction_weight": {"type": "float", "low": 0.0, "high": 0.5}})
+        check_space(im.RECIPE, {"model": "tiny:t5"}, {"instruction_weight": {"type": "float", "low": 0.0, "high": 0.5}})
     with pytest.raises(ConfigError, match="max_seq_length=512 exceeds DePT's max_input_length=256"):
-        im.check_space({"model": "tiny:gpt2", "trainable": "dept"}, {})
+        check_space(im.RECIPE, {"model": "tiny:gpt2", "trainable": "dept"}, {})
     with pytest.raises(ConfigError, match="zero_stage=3 partitions the weights themselves"):
-        im.check_space({"model": "tiny:gpt2", "zero_stage": 3, "trainable": "full"}, {})
-    im.check_space({"model": "tiny:gpt2", "zero_stage": 3, "trainable": "lora"}, {})  # frozen base: fine
+        check_space(im.RECIPE, {"model": "tiny:gpt2", "zero_stage": 3, "trainable": "full"}, {})
+    check_space(im.RECIPE, {"model": "tiny:gpt2", "zero_stage": 3, "trainable": "lora"}, {})  # frozen base: fine
     with pytest.raises(ConfigError, match="= 520 exceeds the 512 positions"):
-        im.check_space({"model": "tiny:gpt2"}, {"max_seq_length": {"type": "int", "low": 64, "high": 520}})
+        check_space(im.RECIPE, {"model": "tiny:gpt2"}, {"max_seq_length": {"type": "int", "low": 64, "high": 520}})
 
 
 def test_cli_bad_jsonl_exits_2_with_one_line(tmp_path, capsys):

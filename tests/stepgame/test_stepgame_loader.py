@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 
 from raypost.errors import DataError
-from raypost.stepgame import (LABELS, check_example, format_input, load_stepgame, match_label, read_rows,
-                              save_stepgame)
+from raypost.stepgame import LABELS, check_example, format_input, load_stepgame, match_label, read_rows, save_stepgame
 
 
 def test_official_files_load_with_k_noisy_and_hops(official, official_rows):

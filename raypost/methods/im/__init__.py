@@ -10,13 +10,19 @@ from raypost.methods.im.data import Example, example_from_row, load_instruction_
 from raypost.methods.im.loss import im_loss, output_only_loss, weighted_ce_sums, weighted_lm_loss
 from raypost.methods.im.model import lora_target_modules, make_trainable
 from raypost.methods.im.template import (
-    INSTRUCTION, OUTPUT, TEMPLATE, Encoded, encode_example, encode_rows, paper_pieces, tokenizer_pieces,
+    INSTRUCTION,
+    OUTPUT,
+    TEMPLATE,
+    Encoded,
+    encode_example,
+    paper_pieces,
+    tokenizer_pieces,
     truncate,
 )
 
 __all__ = [
     "INSTRUCTION", "OUTPUT", "TEMPLATE", "Encoded", "Example", "ImConfig", "collate", "encode_example",
-    "encode_rows", "example_from_row", "im_loss", "load_instruction_jsonl", "lora_target_modules",
+    "example_from_row", "im_loss", "load_instruction_jsonl", "lora_target_modules",
     "make_trainable", "output_only_loss", "paper_pieces", "segment_weights", "tokenizer_pieces", "truncate",
     "weighted_ce_sums", "weighted_lm_loss",
 ]

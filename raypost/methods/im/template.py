@@ -89,11 +89,6 @@ def encode_example(example: Example, tokenizer, chat_template: str = "paper",
     return truncate(Encoded(ids, segments, example.source), max_seq_length)
 
 
-def encode_rows(examples: list[Example], tokenizer, chat_template: str = "paper",
-                max_seq_length: int | None = None) -> list[Encoded]:
-    return [encode_example(e, tokenizer, chat_template, max_seq_length) for e in examples]
-
-
 def truncate(enc: Encoded, max_seq_length: int | None) -> Encoded:
     """Drop the oldest tokens of an over-long row, but never an output token.
 

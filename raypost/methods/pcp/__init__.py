@@ -8,16 +8,25 @@ See docs/pcp.md.
 
 from raypost.methods.pcp.config import PcpConfig
 from raypost.methods.pcp.mlm import (
-    continued_pretraining, fresh_head_keys, load_mlm, mlm_batches, mlm_loss, pcp_texts,
+    fresh_head_keys,
+    load_mlm,
+    mlm_batches,
+    mlm_loss,
+    pcp_texts,
 )
 from raypost.methods.pcp.model import PromptMLMClassifier
 from raypost.methods.pcp.template import (
-    STEPGAME_CHARS, STEPGAME_LABELS, STEPGAME_WORDS, PromptTemplate, Verbalizer, make_verbalizer,
+    STEPGAME_CHARS,
+    STEPGAME_LABELS,
+    STEPGAME_WORDS,
+    PromptTemplate,
+    Verbalizer,
+    make_verbalizer,
     parse_verbalizer,
 )
 
 __all__ = [
     "STEPGAME_CHARS", "STEPGAME_LABELS", "STEPGAME_WORDS", "PcpConfig", "PromptMLMClassifier", "PromptTemplate",
-    "Verbalizer", "continued_pretraining", "fresh_head_keys", "load_mlm", "make_verbalizer", "mlm_batches",
+    "Verbalizer", "fresh_head_keys", "load_mlm", "make_verbalizer", "mlm_batches",
     "mlm_loss", "parse_verbalizer", "pcp_texts",
 ]

@@ -3,7 +3,7 @@
 Texts are masked by transformers' ``DataCollatorForLanguageModeling`` (``mask_prob`` of the
 tokens; of those 80% [MASK], 10% random, 10% kept). Special tokens, including a [MASK] already in
 the template's slot, are never targets. The recipe reuses ``pcp_texts``/``mlm_batches``/``mlm_loss``
-inside DeepSpeed; ``continued_pretraining`` is the same thing as a plain loop.
+inside its data-parallel stage-1 loop.
 """
 
 from __future__ import annotations
@@ -91,25 +91,6 @@ def mlm_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     labels = batch["labels"].reshape(-1)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=-100, reduction="sum")
     return ce / (labels != -100).sum().clamp_min(1)
-
-
-def continued_pretraining(model: nn.Module, tokenizer, texts: Sequence[str | list[int]], steps: int, lr: float,
-                          mask_prob: float = 0.15, batch_size: int = 8, seed: int = 0,
-                          max_prompt_length: int = 256) -> list[float]:
-    """Plain AdamW loop of ``steps`` MLM steps; returns the loss of every step."""
-    torch.manual_seed(seed)
-    batches = mlm_batches(texts, tokenizer, batch_size, mask_prob, seed, max_prompt_length)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = mlm_loss(model, next(batches))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 def _checkpoint_keys(folder: Path) -> set[str] | None:

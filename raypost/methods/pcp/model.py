@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,21 +24,6 @@ class PromptMLMClassifier(nn.Module):
         self.max_prompt_length = max_prompt_length
         self.register_buffer("label_word_ids", torch.tensor(self.verbalizer.word_ids), persistent=False)
 
-    def encode(self, rows: Sequence[dict], labels: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Batch of templated rows: ``input_ids``, ``attention_mask``, ``mask_positions`` (+ ``labels``)."""
-        encoded = [self.template.encode(r, self.tokenizer, self.tokenizer.mask_token_id, self.max_prompt_length)
-                   for r in rows]
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, (ids, _) in enumerate(encoded):
-            input_ids[i, :len(ids)], attention_mask[i, :len(ids)] = torch.tensor(ids), 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-                 "mask_positions": torch.tensor([pos for _, pos in encoded])}
-        if labels is not None:
-            batch["labels"] = torch.tensor([self.verbalizer.index(label) for label in labels])
-        return batch
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 mask_positions: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         if mask_positions is None:
@@ -56,14 +39,8 @@ class PromptMLMClassifier(nn.Module):
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    @torch.no_grad()
-    def predict(self, rows: Sequence[dict]) -> list[str]:
-        batch = self.encode(rows)
-        logits = self(**{k: v.to(self.label_word_ids.device) for k, v in batch.items()}).logits
-        return [self.verbalizer.labels[i] for i in logits.argmax(-1).tolist()]
-
     def _find_masks(self, input_ids: torch.Tensor) -> torch.Tensor:
         is_mask = input_ids == self.tokenizer.mask_token_id
         if not bool((is_mask.sum(-1) == 1).all()):
-            raise DataError("every input needs exactly one mask token; pass mask_positions from encode()")
+            raise DataError("every input needs exactly one mask token; pass mask_positions")
         return is_mask.int().argmax(-1)

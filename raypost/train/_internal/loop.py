@@ -1,10 +1,14 @@
 """The per-worker training loop every method shares (runs inside a Ray Train worker).
 
-recipe.setup -> deepspeed.initialize -> [resume from checkpoint] -> steps; every
-``eval_every`` steps: evaluate on rank 0, report metrics + a checkpoint to Ray Train (which
-forwards them to Tune for early stopping), flush buffered metrics to MLflow in one call, and
-log the adapter to MLflow when the trial metric improved. The adapter is logged here, not
+recipe.setup -> deepspeed.initialize (optimizer groups + lr schedule) -> [resume from checkpoint]
+-> steps; every ``eval_every`` steps: evaluate on rank 0, report metrics + a checkpoint to Ray
+Train (which forwards them to Tune for early stopping), flush buffered metrics to MLflow in one
+call, and log the adapter to MLflow when the objective improved. The adapter is logged here, not
 after ``fit()``, because Tune may stop a trial at any report and nothing after it would run.
+
+The objective (``_metric``/``_mode``, set by the sweep from its space's ``objectives``) is the
+one Tune, ASHA and checkpoint ranking use: "improved", ``best_<metric>`` and the logged adapter
+follow it too.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
+from raypost.batches import count_tokens
 from raypost.recipes import get_recipe
-from raypost.recipes.base import count_tokens
-from raypost.train._internal.deepspeed_config import initialize_engine, resolve_device
-from raypost.train.config import TrainConfig
+from raypost.recipes.distributed import broadcast, gather_objects, mean_across_ranks, replica_max_diff, sum_across_ranks
+from raypost.recipes.train_config import TrainConfig
+from raypost.train.engine import group_lrs, initialize_engine, resolve_device
 
-PRIVATE_PREFIX = "_"  # config keys the orchestration adds (run ids, URIs); not hyperparameters
+PRIVATE_PREFIX = "_"  # config keys the orchestration adds (run ids, URIs, the objective); not hyperparameters
+DEFAULT_OBJECTIVE = ("eval_accuracy", "max")
 STATE_FILE = "trainer_state.json"
 ADAPTER_DIR = "adapter"
 DS_DIR = "deepspeed"
@@ -34,16 +39,6 @@ NODE_IDS_TAG = "raypost.worker_node_ids"  # Ray node id of each rank of the curr
 
 def public_config(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith(PRIVATE_PREFIX)}
-
-
-def resolved_config(recipe, flat: dict) -> dict:
-    """Every hyperparameter with its default filled in (ZeRO stage, precision, ...), for MLflow."""
-    import dataclasses
-
-    from raypost.configs import split_flat
-
-    return {f.name: getattr(obj, f.name) for obj in split_flat(flat, *recipe.CONFIG_CLASSES)
-            for f in dataclasses.fields(obj)}
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -58,15 +53,16 @@ def train_loop_per_worker(cfg: dict) -> None:
     torch.manual_seed(train_cfg.seed)
     device = resolve_device(train_cfg.device)
 
+    metric, mode = cfg.get("_metric", DEFAULT_OBJECTIVE[0]), cfg.get("_mode", DEFAULT_OBJECTIVE[1])
     recipe = get_recipe(train_cfg.method)
     checkpoint = ray.train.get_checkpoint()  # before setup: a resumed trial may skip setup-time work
-    setup = recipe.setup(flat, rank, world, resuming=checkpoint is not None)
+    setup = recipe.setup(flat, rank, world, resuming=checkpoint is not None, device=device)
     engine, optimizer = initialize_engine(setup.model, setup.param_groups, train_cfg, world, device)
     logger = WorkerLogger(cfg.get("_run_id"), cfg.get("_tracking_uri"), enabled=rank == 0)
     node_ids = ",".join(_node_ids_of_ranks(world))
     # the param keeps where the trial first ran (params are immutable, so a restart skips it);
     # the tag follows the worker group, e.g. onto the remaining node after a node was lost
-    logger.log_params({**resolved_config(recipe, flat), **setup.params, "world_size": world,
+    logger.log_params({**recipe.resolved(flat), **setup.params, "world_size": world,
                        "device": device.type, "optimizer": type(optimizer).__name__,
                        "worker_node_ids": node_ids[:6000]})  # MLflow's param limit: ~100 ranks
     logger.set_tag(NODE_IDS_TAG, node_ids[:8000])
@@ -79,9 +75,10 @@ def train_loop_per_worker(cfg: dict) -> None:
         for pre_step, pre in setup.pre_metrics:
             logger.add(pre_step, **pre)
         logger.flush()
-    better = (lambda a, b: a > b) if train_cfg.mode == "max" else (lambda a, b: a < b)
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     window_tokens, window_start = 0, time.perf_counter()
     while step < train_cfg.steps:
+        lrs = group_lrs(optimizer)  # the rates this step trains at (the schedule moves them after it)
         for _ in range(train_cfg.grad_accum):
             batch = {k: v.to(device) for k, v in next(setup.train_batches).items()}
             loss = setup.compute_loss(engine, batch)
@@ -89,21 +86,20 @@ def train_loop_per_worker(cfg: dict) -> None:
             engine.step()
             window_tokens += count_tokens(batch)
         step += 1
-        loss_value = _mean_across_ranks(loss.detach().float(), world)
-        logger.add(step, train_loss=loss_value,
-                   **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)})
+        loss_value = mean_across_ranks(loss.detach().float(), world)
+        logger.add(step, train_loss=loss_value, **lrs)
         if step % train_cfg.eval_every and step != train_cfg.steps:
             continue
         elapsed = time.perf_counter() - window_start
         metrics = {"step": step, "train_loss": loss_value,
-                   "tokens_per_s": _sum_across_ranks(window_tokens, world) / max(elapsed, 1e-9),
+                   "tokens_per_s": sum_across_ranks(window_tokens, world) / max(elapsed, 1e-9),
                    "peak_memory_mb": _peak_memory_mb(device),
                    # replicas must hold identical trainable weights after the gradient all-reduce
-                   "replica_max_diff": _replica_max_diff(engine.module, world)}
+                   "replica_max_diff": replica_max_diff(engine.module, world)}
         if "trainable_params" in setup.params:  # a second objective for Pareto sweeps
             metrics["trainable_params"] = setup.params["trainable_params"]
-        metrics.update(_broadcast(setup.evaluate(engine.module) if rank == 0 else None, world))
-        value = metrics.get(train_cfg.metric)
+        metrics.update(broadcast(setup.evaluate(engine.module) if rank == 0 else None, world))
+        value = metrics.get(metric)
         improved = value is not None and (best is None or better(value, best))
         best = value if improved else best
         logger.add(step, **{k: v for k, v in metrics.items() if k != "train_loss"})  # logged per step above
@@ -114,7 +110,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             with tempfile.TemporaryDirectory() as out:
                 logger.log_final(setup.final_evaluate(engine.module, Path(out)), Path(out), step)
         _report(engine, setup, metrics, {"step": step, "best": best}, rank,
-                log_adapter=(lambda d: logger.log_adapter(d, train_cfg.metric, value, step)) if improved else None)
+                log_adapter=(lambda d: logger.log_adapter(d, metric, value, step)) if improved else None)
         window_tokens, window_start = 0, time.perf_counter()
 
 
@@ -150,54 +146,7 @@ def _node_ids_of_ranks(world: int) -> list[str]:
     """The Ray node id of every rank, in rank order (one collective per worker-group start)."""
     import ray
 
-    mine = ray.get_runtime_context().get_node_id()
-    if world == 1:
-        return [mine]
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, mine)
-    return gathered
-
-
-def _replica_max_diff(module, world: int) -> float:
-    """Largest difference between ranks of a checksum of the trainable weights (0 = in sync)."""
-    params = [p.detach().double() for p in module.parameters() if p.requires_grad]
-    local = _for_backend(torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]))
-    if world == 1:
-        return 0.0
-    gathered = [torch.zeros_like(local) for _ in range(world)]
-    dist.all_gather(gathered, local)
-    stacked = torch.stack(gathered)
-    return float((stacked.max(0).values - stacked.min(0).values).max())
-
-
-def _mean_across_ranks(value: torch.Tensor, world: int) -> float:
-    if world > 1:
-        value = _for_backend(value.clone())
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
-
-
-def _sum_across_ranks(value: int, world: int) -> int:
-    if world == 1:
-        return value
-    tensor = _for_backend(torch.tensor([value], dtype=torch.long))
-    dist.all_reduce(tensor)
-    return int(tensor)
-
-
-def _for_backend(tensor: torch.Tensor) -> torch.Tensor:
-    """NCCL reduces CUDA tensors only; gloo takes CPU tensors."""
-    on_nccl = dist.is_initialized() and dist.get_backend() == "nccl"
-    return tensor.cuda() if on_nccl else tensor.cpu()
-
-
-def _broadcast(obj, world: int):
-    if world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return gather_objects(ray.get_runtime_context().get_node_id(), world)
 
 
 def _peak_memory_mb(device: torch.device) -> float:

@@ -19,14 +19,16 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
+from torch import nn
 
+from raypost.batches import Batch, sharded_batches, weights_fingerprint
 from raypost.configs import check, check_range, field
 from raypost.errors import ConfigError, DataError
-from raypost.recipes.base import Batch, sharded_batches, weights_fingerprint
-from raypost.stepgame.labels import ID2LABEL, LABEL2ID, LABELS, format_input, label_word, match_label
+from raypost.stepgame.generator import parse_ks
+from raypost.stepgame.labels import ID2LABEL, LABEL2ID, LABELS, format_input, label_word, match_label, story_list
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,6 @@ class StepgameDataConfig:
 
 
 def parse_k_list(name: str, text: str) -> list[int]:
-    from raypost.stepgame.cli import parse_ks
-
     try:
         return parse_ks(str(text))
     except ConfigError as exc:
@@ -140,11 +140,6 @@ def load_rows(source: str, ks: list[int], per_k: int, *, noise: bool, seed: int,
     if not rows:
         raise DataError(f"{source}: no rows with k in {ks}")
     return rows
-
-
-def story_list(story) -> list[str]:
-    """A story as a list of sentences (a plain string is one sentence; arrays from pandas are lists)."""
-    return [story] if isinstance(story, str) else [str(s) for s in story]
 
 
 # ---- encoding -------------------------------------------------------------------------------
@@ -330,8 +325,8 @@ class StepgamePredictor:
 
 
 def final_stepgame_metrics(rows: list[dict], preds: list, out_dir: Path) -> dict[str, float]:
-    """``final_evaluate`` of every StepGame recipe: the StepGame evaluator's accuracy per k / hops /
-    clean-noisy, tables and plot written to ``out_dir``, metrics prefixed ``stepgame_``."""
+    """The StepGame evaluator's accuracy per k / hops / clean-noisy, tables and plot written to
+    ``out_dir``, metrics prefixed ``stepgame_``."""
     from raypost.stepgame.evaluate import evaluate, write_results
 
     result = evaluate(rows, preds)
@@ -339,12 +334,53 @@ def final_stepgame_metrics(rows: list[dict], preds: list, out_dir: Path) -> dict
     return {f"stepgame_{k}": v for k, v in result.metrics().items()}
 
 
-# ---- the task a recipe wires in --------------------------------------------------------------
+# ---- the one evaluator every recipe wires in ---------------------------------------------------
+Predict = Callable[[nn.Module], tuple[list, "float | None"]]
+
+
+class StepgameEvaluator:
+    """``evaluate(module)``: accuracy on fixed eval rows, plus the loss ``predict`` returns
+    (``eval_loss``) and any ``extra`` metrics; ``final_evaluate(module, dir)``: accuracy per k /
+    hops / clean-noisy with tables and a plot.
+
+    ``predict(module) -> (labels, loss or None)`` is the recipe's own way of answering (a
+    classifier head, generation, a verbalizer). The loop evaluates at the last step and calls
+    ``final_evaluate`` right after with the same weights, so predictions are reused while the
+    trainable weights are unchanged. Checked by content (sum and sum of squares per tensor), not
+    by tensor versions: optimizers such as DeepSpeed's write through ``param.data``.
+    """
+
+    def __init__(self, rows: list[dict], predict: Predict,
+                 extra: Callable[[nn.Module], dict[str, float]] | None = None):
+        self.rows, self._predict, self._extra = rows, predict, extra
+        self._last: tuple | None = None  # (weights fingerprint, predictions, loss)
+
+    def predictions(self, module) -> tuple[list, float | None]:
+        fingerprint = weights_fingerprint(module)
+        if self._last is None or self._last[0] != fingerprint:
+            self._last = (fingerprint, *self._predict(module))
+        return self._last[1], self._last[2]
+
+    def evaluate(self, module) -> dict[str, float]:
+        preds, loss = self.predictions(module)
+        right = sum(p == r["label"] for p, r in zip(preds, self.rows))
+        metrics = {"eval_accuracy": right / len(self.rows)}
+        if loss is not None:
+            metrics["eval_loss"] = loss
+        if self._extra is not None:
+            metrics.update(self._extra(module))
+        return metrics
+
+    def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
+        return final_stepgame_metrics(self.rows, self.predictions(module)[0], out_dir)
+
+
 class StepgameTask:
-    """Train batches for one rank, plus ``evaluate`` / ``final_evaluate`` on the eval set.
+    """Train batches for one rank, and the evaluator on the eval set (classifier, seq2seq or
+    causal answers through ``run_model``).
 
     Every rank builds the same rows (deterministic generation or file order); batches are then
-    sharded by rank. Only rank 0 evaluates, but encoding the small eval set everywhere is cheap.
+    sharded by rank.
     """
 
     def __init__(self, cfg: StepgameDataConfig, tokenizer, kind: str, max_length: int, *,
@@ -359,7 +395,8 @@ class StepgameTask:
                 log.warning("%d of %d %s inputs exceed %d tokens; their stories were cut from the start",
                             cut, n, name, max_length)
         self.batches = train_batches(self.train_examples, tokenizer.pad_token_id, batch_size, rank, world_size, seed)
-        self._last: tuple | None = None  # (weights fingerprint, predictions, loss)
+        self.evaluator = StepgameEvaluator(self.eval_rows, lambda module: run_model(
+            module, tokenizer, kind, self.eval_examples, cfg.eval_batch_size))
 
     @property
     def params(self) -> dict:
@@ -369,31 +406,14 @@ class StepgameTask:
     def compute_loss(self, model, batch: Batch) -> torch.Tensor:
         return model(**batch).loss
 
-    def _predict(self, module) -> tuple[list[str | None], float | None]:
-        # The loop evaluates at the last step and calls final_evaluate right after with the same
-        # weights; predictions are reused when the trainable weights are unchanged. Checked by
-        # content (sum and sum of squares per tensor), not by tensor versions: optimizers such as
-        # DeepSpeed's write through ``param.data``, which leaves the version counter alone.
-        fingerprint = weights_fingerprint(module)
-        if self._last is None or self._last[0] != fingerprint:
-            preds, loss = run_model(module, self.tokenizer, self.kind, self.eval_examples, self.cfg.eval_batch_size)
-            self._last = (fingerprint, preds, loss)
-        return self._last[1], self._last[2]
-
     def evaluate(self, module) -> dict[str, float]:
-        preds, loss = self._predict(module)
-        right = sum(p == r["label"] for p, r in zip(preds, self.eval_rows))
-        metrics = {"eval_accuracy": right / len(self.eval_rows)}
-        if loss is not None:
-            metrics["eval_loss"] = loss
-        return metrics
+        return self.evaluator.evaluate(module)
 
     def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
-        """Accuracy per k / hops / clean-noisy on the eval set; tables and plot written to ``out_dir``."""
-        return final_stepgame_metrics(self.eval_rows, self._predict(module)[0], out_dir)
+        return self.evaluator.final_evaluate(module, out_dir)
 
 
 __all__ = ["StepgameDataConfig", "StepgameTask", "StepgamePredictor", "load_rows", "encode", "collate",
-           "train_batches", "run_model", "answer_budget", "answer_ids", "story_list", "parse_k_list", "data_paths",
+           "train_batches", "run_model", "answer_budget", "answer_ids", "parse_k_list", "StepgameEvaluator", "data_paths",
            "resolve_data_paths", "load_train_rows", "load_eval_rows", "check_rows", "final_stepgame_metrics",
            "ANSWER_PREFIX", "TASK_FORMAT", "KINDS", "GENERATE", "TRAIN_SPLIT", "EVAL_SPLIT"]
