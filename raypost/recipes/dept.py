@@ -14,7 +14,7 @@ from pathlib import Path
 
 from raypost.configs import check, check_choice, field, split_flat
 from raypost.errors import ConfigError
-from raypost.methods.dept import DeptConfig, DeptModel
+from raypost.methods.dept import DeptConfig, DeptModel, check_readout
 from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup
 from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.labels import LABELS
@@ -103,8 +103,9 @@ def check_point(flat: dict) -> None:
     ``param_budget`` set the prompt fits the budget at the model's hidden size d."""
     from raypost.models.dims import hidden_size, max_positions
 
-    train, dept_cfg, _, _ = split_flat(flat, *CONFIG_CLASSES)
+    train, dept_cfg, _, task_cfg = split_flat(flat, *CONFIG_CLASSES)
     model, m, s = train.model, dept_cfg.prompt_length, dept_cfg.max_input_length
+    check_readout(dept_cfg.readout, resolve_kind(model, task_cfg.model_kind), model)
     positions = max_positions(model)
     if positions is not None and m + s > positions:
         raise ConfigError(f"prompt_length + max_input_length = {m} + {s} = {m + s} exceeds the {positions} "

@@ -24,7 +24,7 @@ import torch
 from raypost.batches import sharded_batches
 from raypost.configs import check, check_range, field, split_flat
 from raypost.errors import ConfigError, DataError
-from raypost.methods.dept import DeptConfig
+from raypost.methods.dept import DeptConfig, check_readout
 from raypost.methods.im import (
     OUTPUT,
     Example,
@@ -252,6 +252,7 @@ def check_point(flat: dict) -> None:
                           "an encoder-decoder, which reads the instruction in its encoder; use instruction_weight=0")
     length = im_cfg.max_seq_length
     if im_cfg.trainable == "dept":
+        check_readout(dept_cfg.readout, kind, train.model)
         if length > dept_cfg.max_input_length:
             raise ConfigError(f"max_seq_length={length} exceeds DePT's max_input_length="
                               f"{dept_cfg.max_input_length}; raise max_input_length")

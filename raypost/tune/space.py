@@ -213,6 +213,9 @@ def _check_dist(key: str, spec: Any, fail) -> None:
         fail(f"search.{key}: a log range needs low > 0 (got {low})")
     if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
         fail(f"search.{key}: int range needs whole numbers (got {low}, {high})")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+        fail(f"search.{key}: step={step!r} must be above 0")
 
 
 def space_bounds(space_search: dict, key: str, fixed: dict, default: Any) -> list:

@@ -51,7 +51,7 @@ def move_off_zero(model):
 
 def train_and_check_frozen(model, base, data, steps=3):
     """A few AdamW steps with DePT's groups: base weights bit-identical, no base grads, adapter moved."""
-    head = {id(p) for p in model.head.parameters()} if model.head is not None else set()
+    head = {id(p) for _, module in model.head_modules() for p in module.parameters()}
     frozen = {n: p.detach().clone() for n, p in base.model.named_parameters() if id(p) not in head}
     before = {n: t.detach().clone() for n, t in model.adapter_tensors().items()}
     optimizer = torch.optim.AdamW(model.param_groups())
@@ -92,7 +92,7 @@ def test_param_count_groups_and_degenerate_splits(kind, m, r):
 @pytest.mark.parametrize("rank", [0, 3])  # r = 0: vanilla prompt tuning; r = 3: the initial state, B = 0
 def test_equals_peft_prompt_tuning(kind, rank):
     base = tiny(kind)
-    model = dept(base, lowrank_rank=rank)
+    model = dept(base, lowrank_rank=rank, readout="pooler" if kind == "classifier" else "auto")
     config = PromptTuningConfig(task_type=PEFT_TASKS[kind], num_virtual_tokens=M, num_transformer_submodules=1)
     reference = get_peft_model(tiny(kind).model, config).eval()  # an identical, separate base
     with torch.no_grad():
@@ -101,6 +101,71 @@ def test_equals_peft_prompt_tuning(kind, rank):
     ours, theirs = model(**data), reference(**data)
     assert torch.equal(ours.logits, theirs.logits)  # causal: PEFT pads labels with -100 as we do
     assert torch.equal(ours.loss, theirs.loss)
+
+
+# ---- read-out modes of an encoder classifier ---------------------------------------------------
+def embeddings_with_prompt_at(model, base, data, at):
+    """[x_0..x_{at-1} ; P ; x_at..] built by hand (B = 0: no offset yet), and the matching mask."""
+    emb = base.model.get_input_embeddings()(data["input_ids"])
+    prompt = model.prompt.expand(emb.shape[0], -1, -1)
+    mask = data["attention_mask"]
+    ones = mask.new_ones(mask.shape[0], M)
+    return (torch.cat([emb[:, :at], prompt, emb[:, at:]], 1),
+            torch.cat([mask[:, :at], ones, mask[:, at:]], 1))
+
+
+def test_readout_cls_puts_the_prompt_after_cls_so_the_pooler_reads_cls():
+    base = tiny("classifier")
+    model = dept(base, readout="cls")
+    data = batch(base)
+    embeds, mask = embeddings_with_prompt_at(model, base, data, at=1)
+    with torch.no_grad():
+        expected = base.model(inputs_embeds=embeds, attention_mask=mask).logits
+        ours = model(**data)
+    assert torch.allclose(ours.logits, expected, atol=1e-6)
+    assert torch.allclose(ours.loss, F.cross_entropy(expected, data["labels"]), atol=1e-6)
+    pooler = dept(base, readout="pooler")(**data).logits  # PEFT's way reads the first prompt vector instead
+    assert not torch.allclose(pooler, ours.logits)
+
+
+def test_readout_mean_averages_the_real_tokens_only():
+    base = tiny("classifier")
+    model = dept(base, readout="mean")
+    data = batch(base)  # the second text is padded
+    embeds, mask = embeddings_with_prompt_at(model, base, data, at=0)
+    with torch.no_grad():
+        hidden = base.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, M:]
+        real = data["attention_mask"].unsqueeze(-1).float()
+        expected = base.model.classifier((hidden * real).sum(1) / real.sum(1))
+        ours = model(**data).logits
+        alone = model(**batch(base, TEXTS[1:])).logits  # the padded row without its padding
+    assert torch.allclose(ours, expected, atol=1e-6)
+    assert torch.allclose(ours[1], alone[0], atol=1e-5)  # pads never reach the mean
+
+
+def test_readout_cls_pooler_trains_and_saves_the_pooler(tmp_path):
+    base = tiny("classifier")
+    model = dept(base, readout="cls_pooler")
+    pooler = base.model.base_model.pooler
+    d = base.hidden_size
+    assert all(p.requires_grad for p in pooler.parameters())
+    assert model.head_parameter_count() == (d * 3 + 3) + (d * d + d)  # head + pooler
+    head_group = next(g for g in model.param_groups() if g["name"] == "head")
+    assert {id(p) for p in pooler.parameters()} <= {id(p) for p in head_group["params"]}
+    data = batch(base)
+    train_and_check_frozen(model, base, data, steps=2)
+    expected = model(**data).logits
+    model.save_adapter(tmp_path)
+    loaded = DeptModel.load_adapter(tiny("classifier"), tmp_path).eval()
+    assert loaded.readout == "cls_pooler" and torch.equal(loaded(**data).logits, expected)
+
+
+@pytest.mark.parametrize("readout", ["pooler", "cls", "mean", "cls_pooler"])
+def test_a_classifier_readout_on_a_generative_model_is_refused(readout):
+    with pytest.raises(ConfigError, match=f"readout='{readout}' is how an encoder classifier reads its input; "
+                                          "model 'tiny:gpt2' is causal"):
+        dept(tiny("causal"), readout=readout)
+    assert dept(tiny("causal")).readout is None and dept(tiny("classifier")).readout == "mean"
 
 
 def test_offset_changes_the_output_once_b_moves():

@@ -35,6 +35,16 @@ def run(capsys, *argv):
     (GOOD.replace("type: float", "type: normal"), "search.lr needs a type"),
     (GOOD.replace("samples: 2", "samples: 0"), "samples=0 must be at least 1"),
     (GOOD.replace("fixed: {steps: 10, eval_every: 5}", "fixed: {steps: 0}"), "steps=0 is below its minimum 1"),
+    (GOOD.replace("steps: 10", "steps: 4.5"), "steps=4.5 must be a whole number"),
+    (GOOD.replace("steps: 10", "steps: true"), "steps=True must be a whole number"),
+    (GOOD.replace("steps: 10", "steps: abc"), "steps='abc' must be a whole number"),
+    (GOOD.replace("eval_every: 5", "eval_every: 5, lr_schedule: step"),
+     "lr_schedule='step' is not one of constant, linear, cosine"),
+    (GOOD.replace("eval_every: 5", "eval_every: 5, warmup_steps: 20"),
+     "warmup_steps=20 is longer than steps=10; warm up over at most steps"),
+    (GOOD + "objectives: {eval_acc: max}\n", "objective 'eval_acc' is not a metric raypost.recipes.synthetic reports"),
+    (GOOD + "points_to_evaluate: [{lr: 5.0}]\n", "points_to_evaluate: lr=5.0 is outside search.lr [0.01, 0.1]"),
+    (GOOD.replace("log: true}", "step: -0.01}"), "search.lr: step=-0.01 must be above 0"),
 ])
 def test_bad_space_exits_2_with_one_line(tmp_path, capsys, text, expected, tracking_uri):
     space = tmp_path / "space.yaml"
@@ -110,3 +120,17 @@ def test_fp16_on_cpu_is_refused(capsys, tmp_path):
     cfg.write_text("precision: fp16\ndevice: cpu\n")
     code, err = run(capsys, "train", "raypost.recipes.synthetic", "--config", str(cfg))
     assert code == 2 and "precision=fp16 needs a CUDA device" in err[0]
+
+
+@pytest.mark.parametrize("fixed, expected", [
+    ("{model: tiny:gpt2, readout: mean}", "readout='mean' is how an encoder classifier reads its input; model "
+                                           "'tiny:gpt2' is causal"),
+    ("{model: tiny:bert, readout: middle}", "readout='middle' is not one of auto, pooler, cls, mean, cls_pooler"),
+])
+def test_dept_bad_readout_exits_2_before_ray(tmp_path, capsys, tracking_uri, fixed, expected):
+    space = tmp_path / "space.yaml"
+    space.write_text(f"method: dept\nsamples: 1\nfixed: {fixed}\n")
+    code, err = run(capsys, "sweep", "dept", "--space", str(space), "--tracking-uri", tracking_uri,
+                    "--storage", str(tmp_path / "ray"))
+    assert code == 2 and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()

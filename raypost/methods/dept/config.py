@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from raypost.configs import check, check_choice, check_range, field
 
 PROMPT_INITS = ("vocab", "text")
+# How an encoder classifier reads its input (generative kinds answer in words and ignore it):
+#   pooler      prompt at position 0, the frozen pooler + head read position 0 (= the first prompt
+#               vector): PEFT's PeftModelForSequenceClassification behaviour
+#   cls         prompt inserted after [CLS]: the frozen pooler reads [CLS], as it was pre-trained
+#   mean        mean of the last hidden states over the real tokens (prompt and pads left out), head on it
+#   cls_pooler  as cls, with the pooler trained too (its d*d + d weights count as head parameters)
+READOUTS = ("auto", "pooler", "cls", "mean", "cls_pooler")
+DEFAULT_READOUT = "mean"  # measured: benchmarks/learning.py, docs/dept.md
 DEFAULT_RANK = 30  # the paper's pick for T5-base: m=60, r=30 at s=256 is the 76,800 budget
 
 
@@ -29,6 +37,10 @@ class DeptConfig:
     lr_prompt: float = field(0.3, help="Learning rate of the prompt P (paper: 0.3 or 0.4).")
     lr_lowrank: float = field(1e-4, help="Learning rate of A and B (paper: 1e-4 .. 5e-3).")
     lr_head: float = field(1e-3, help="Learning rate of a classifier head (classifier models only).")
+    readout: str = field("auto", help="Encoder classifiers: how the head reads the input: pooler (on the "
+                                      "first prompt vector, as PEFT), cls (prompt after [CLS]), mean (mean "
+                                      "of real tokens), cls_pooler (cls + trainable pooler); auto = the "
+                                      "measured default (docs/dept.md).")
     param_budget: int | None = field(
         None, help="Trainable-parameter budget m*d + r*(s+d); when set, r = floor((budget - m*d) / (s+d)).")
 
@@ -39,6 +51,7 @@ class DeptConfig:
         for name in ("lr_prompt", "lr_lowrank", "lr_head"):
             check(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be above 0")
         check_choice("prompt_init", self.prompt_init, PROMPT_INITS)
+        check_choice("readout", self.readout, READOUTS)
         check(self.prompt_init != "text" or self.prompt_init_text.strip() != "",
               "prompt_init='text' needs a non-empty prompt_init_text")
         if self.param_budget is not None:
@@ -52,3 +65,11 @@ class DeptConfig:
         check_range("lowrank_rank", self.lowrank_rank, 0)
         check(self.prompt_length > 0 or self.lowrank_rank > 0,
               "prompt_length=0 and lowrank_rank=0 leave DePT nothing to train; set at least one above 0")
+
+
+def check_readout(readout: str, kind: str, model: str) -> None:
+    """A read-out mode names how an encoder classifier reads its input; generative kinds answer in
+    words, so only ``auto`` fits them."""
+    check(kind == "classifier" or readout == "auto",
+          f"readout={readout!r} is how an encoder classifier reads its input; model {model!r} is {kind}, "
+          "which answers in words (leave readout=auto)")

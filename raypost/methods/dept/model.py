@@ -2,6 +2,10 @@
 
     inputs_embeds = [ P ; E(x) + scaling * (A @ B)[pos] ]      P: m x d, A: s x r, B: r x d
 
+An encoder classifier reads its input one of four ways (``DeptConfig.readout``): the frozen
+pooler on the first prompt vector (PEFT), the prompt inserted after [CLS] so the pooler reads
+[CLS], the mean of the real tokens' last hidden states, or [CLS] through a trained pooler.
+
 Row j of the offset goes to the j-th real (unmasked) token of an input. With right padding that
 is tensor position j, i.e. "add the first L rows", which equals the paper's "pad to s, add all s
 rows": padded positions are masked out, so what they receive never reaches a real token. Counting
@@ -24,7 +28,7 @@ from torch import nn
 from raypost.configs import check
 from raypost.errors import ConfigError, DataError
 from raypost.methods.dept.budget import dept_param_count, rank_for_budget
-from raypost.methods.dept.config import DeptConfig
+from raypost.methods.dept.config import DEFAULT_READOUT, DeptConfig, check_readout
 from raypost.models import BaseModel
 
 HEAD_NAMES = ("classifier", "score")  # the modules PEFT's PeftModelForSequenceClassification trains
@@ -44,8 +48,11 @@ class DeptModel(nn.Module):
 
         self.base.requires_grad_(False)
         self.head_name = self._find_head() if self.kind == "classifier" else None
+        self.readout = self._resolve_readout(config.readout)
         if self.head is not None:
             self.head.requires_grad_(True)  # a fresh task head must learn (as in PEFT)
+        if self.readout == "cls_pooler":
+            self.pooler.requires_grad_(True)
 
         # Parameters exist only when their size is non-zero: no empty tensors for optimizers/ZeRO.
         emb = self.base.get_input_embeddings().weight
@@ -65,9 +72,32 @@ class DeptModel(nn.Module):
                 return name
         raise ConfigError(f"classifier {self.base_name!r} has no head module named {' or '.join(HEAD_NAMES)}")
 
+    def _resolve_readout(self, readout: str) -> str | None:
+        check_readout(readout, self.kind, self.base_name)
+        if self.kind != "classifier":
+            return None
+        readout = DEFAULT_READOUT if readout == "auto" else readout
+        if readout == "mean":
+            check(isinstance(self.head, nn.Linear) and hasattr(self.base, "dropout"),
+                  f"readout='mean' needs a BERT-style linear head; {self.base_name!r} has "
+                  f"{type(self.head).__name__}: use readout=cls or pooler")
+        if readout == "cls_pooler":
+            check(isinstance(getattr(self.base.base_model, "pooler", None), nn.Module),
+                  f"readout='cls_pooler' needs a pooler; {self.base_name!r} has none: use readout=cls or mean")
+        return readout
+
     @property
     def head(self) -> nn.Module | None:
         return getattr(self.base, self.head_name) if self.head_name else None
+
+    @property
+    def pooler(self) -> nn.Module | None:
+        return self.base.base_model.pooler if self.readout == "cls_pooler" else None
+
+    def head_modules(self) -> list[tuple[str, nn.Module]]:
+        """What trains beside P, A and B: the classifier head (and the pooler for cls_pooler)."""
+        out = [("head", self.head)] if self.head is not None else []
+        return out + ([("pooler", self.pooler)] if self.pooler is not None else [])
 
     def _initial_prompt(self, tokenizer, emb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         m, cfg = self.prompt_length, self.dept_config
@@ -86,8 +116,9 @@ class DeptModel(nn.Module):
         """scaling * (A @ B)[positions], computed on the rows needed only."""
         return self.scaling * (self.lowrank_A[positions] @ self.lowrank_B)
 
-    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
-        """Input embeddings with the offset added and the prompt prepended, and the matching mask."""
+    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, at: int = 0):
+        """Input embeddings with the offset added and the prompt inserted at position ``at`` (0:
+        prepended; 1: after [CLS]), and the matching mask."""
         batch, length = input_ids.shape
         if length > self.max_input_length:
             raise DataError(f"input length {length} exceeds max_input_length={self.max_input_length} "
@@ -100,13 +131,15 @@ class DeptModel(nn.Module):
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             embeds = embeds + self._offset(positions)
         if self.prompt_length:
-            embeds = torch.cat([self.prompt.to(embeds.dtype).expand(batch, -1, -1), embeds], dim=1)
+            prompt = self.prompt.to(embeds.dtype).expand(batch, -1, -1)
+            embeds = torch.cat([embeds[:, :at], prompt, embeds[:, at:]], dim=1)
             if attention_mask is not None:
-                attention_mask = torch.cat([attention_mask.new_ones(batch, self.prompt_length), attention_mask], 1)
+                attention_mask = self._pad_prompt(attention_mask, 1, at)
         return embeds, attention_mask
 
-    def _pad_prompt(self, tensor: torch.Tensor, value: int) -> torch.Tensor:
-        return torch.cat([tensor.new_full((tensor.shape[0], self.prompt_length), value), tensor], dim=1)
+    def _pad_prompt(self, tensor: torch.Tensor, value: int, at: int = 0) -> torch.Tensor:
+        fill = tensor.new_full((tensor.shape[0], self.prompt_length), value)
+        return torch.cat([tensor[:, :at], fill, tensor[:, at:]], dim=1)
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
         """The base model's output on ``[P ; E(x) + offset]``: ``.logits`` (and ``.loss`` with labels).
@@ -115,6 +148,8 @@ class DeptModel(nn.Module):
         """
         if kwargs.get("position_ids") is not None:
             raise ValueError("DePT does not take position_ids: the prompt shifts every position by m")
+        if self.readout in ("cls", "cls_pooler", "mean"):
+            return self._classify(input_ids, attention_mask, labels, **kwargs)
         embeds, attention_mask = self._embed(input_ids, attention_mask)
         if self.prompt_length:
             if labels is not None and self.kind in LABELS_WITH_PROMPT:
@@ -122,6 +157,26 @@ class DeptModel(nn.Module):
             if kwargs.get("token_type_ids") is not None:
                 kwargs["token_type_ids"] = self._pad_prompt(kwargs["token_type_ids"], 0)  # as PEFT
         return self.base(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    def _classify(self, input_ids, attention_mask=None, labels=None, **kwargs):
+        """Encoder classifiers read by ``cls``/``cls_pooler`` (prompt after [CLS], the base's own
+        pooler + head on [CLS]) or ``mean`` (prompt first, head on the mean of the real tokens)."""
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        at = 0 if self.readout == "mean" else 1
+        real = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        embeds, mask = self._embed(input_ids, real, at=at)
+        if kwargs.get("token_type_ids") is not None:
+            kwargs["token_type_ids"] = self._pad_prompt(kwargs["token_type_ids"], 0, at)
+        if at == 1:
+            return self.base(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
+        hidden = self.base.base_model(inputs_embeds=embeds, attention_mask=mask, **kwargs).last_hidden_state
+        hidden = hidden[:, self.prompt_length:]  # the input's own positions, prompt left out
+        weights = real.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        logits = self.head(self.base.dropout(pooled))
+        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, **kwargs):
@@ -171,13 +226,13 @@ class DeptModel(nn.Module):
         return dept_param_count(self.prompt_length, self.rank, self.max_input_length, self.hidden_size)
 
     def head_parameter_count(self) -> int:
-        return sum(p.numel() for p in self.head.parameters()) if self.head is not None else 0
+        return sum(p.numel() for _, module in self.head_modules() for p in module.parameters())
 
     def summary(self) -> dict:
         """Derived values to log (keys differ from DeptConfig's, which are logged as given)."""
         return {"dept_m": self.prompt_length, "dept_r": self.rank, "dept_s": self.max_input_length,
                 "dept_d": self.hidden_size, "dept_trainable_params": self.trainable_parameter_count(),
-                "dept_head_params": self.head_parameter_count()}
+                "dept_head_params": self.head_parameter_count(), "dept_readout": self.readout or "words"}
 
     def param_groups(self) -> list[dict]:
         """AdamW groups, one learning rate each; empty groups (m=0, r=0, no head) are left out."""
@@ -185,7 +240,8 @@ class DeptModel(nn.Module):
         groups = [
             {"name": "prompt", "params": [self.prompt] if self.prompt_length else [], "lr": cfg.lr_prompt},
             {"name": "lowrank", "params": [self.lowrank_A, self.lowrank_B] if self.rank else [], "lr": cfg.lr_lowrank},
-            {"name": "head", "params": list(self.head.parameters()) if self.head is not None else [], "lr": cfg.lr_head},
+            {"name": "head", "params": [p for _, mod in self.head_modules() for p in mod.parameters()],
+             "lr": cfg.lr_head},
         ]
         return [g for g in groups if g["params"]]
 
@@ -195,8 +251,8 @@ class DeptModel(nn.Module):
         tensors = {"prompt": self.prompt} if self.prompt_length else {}
         if self.rank:
             tensors.update(lowrank_A=self.lowrank_A, lowrank_B=self.lowrank_B)
-        if self.head is not None:
-            tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        for name, module in self.head_modules():
+            tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
         return tensors
 
     def save_adapter(self, directory: str | Path) -> None:
@@ -224,7 +280,8 @@ class DeptModel(nn.Module):
                   f"adapter in {path} has num_labels={meta['num_labels']}, base model has num_labels={labels}")
         if meta["base_model"] != base.name:  # the same weights may go by another name (hub id vs path)
             warnings.warn(f"adapter in {path} was trained on {meta['base_model']!r}, loading onto {base.name!r}")
-        model = cls(base, DeptConfig(**meta["config"]))
+        config = {"readout": "pooler", **meta["config"]}  # adapters saved before readout existed read position 0
+        model = cls(base, DeptConfig(**config))
         saved = load_file(path / ADAPTER_WEIGHTS)
         with torch.no_grad():
             for name, tensor in model.adapter_tensors().items():

@@ -1,0 +1,119 @@
+"""``raypost promote``, ``raypost predict``, ``raypost eval stepgame`` and ``raypost ui``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from raypost import knobs
+from raypost.errors import ConfigError, DataError, TrackingError
+
+
+def cli_promote(args) -> int:
+    from raypost.tracking.registry import promote
+    from raypost.tracking.runs import client_for
+
+    client = client_for(knobs.tracking_uri(args.tracking_uri))
+    version, run, value = promote(client, args.target, args.name, args.metric, args.mode, args.alias)
+    print(f"registered {args.name} version {version.version} from run {run.info.run_id} "
+          f"({run.info.run_name}, {value}); alias {args.alias!r} -> version {version.version}")
+    return 0
+
+
+def read_rows(path: str) -> list[dict]:
+    """JSONL rows (``story``/``question``), or a StepGame file in the official JSON format."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"input file {path} does not exist")
+    text = p.read_text()
+    if p.suffix == ".json":
+        from raypost.stepgame import read_rows as read_stepgame
+
+        return read_stepgame(p)
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+    if not rows:
+        raise DataError(f"input file {path} has no rows")
+    return rows
+
+
+def cli_predict(args) -> int:
+    from raypost.inference import load_predictor
+
+    rows = read_rows(args.input)
+    predictor = load_predictor(args.model_uri, tracking_uri=knobs.tracking_uri(args.tracking_uri))
+    predictions = predictor.predict(rows)
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        for row, prediction in zip(rows, predictions):
+            out.write(json.dumps({**{k: row[k] for k in ("source", "label") if k in row},
+                                  "prediction": prediction}) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    labelled = [(r["label"], p) for r, p in zip(rows, predictions) if "label" in r]
+    if labelled:
+        correct = sum(label == p for label, p in labelled)
+        print(f"accuracy {correct / len(labelled):.4f} on {len(labelled)} labelled rows", file=sys.stderr)
+    return 0
+
+
+def ui_command(tracking_uri: str, port: int) -> list[str]:
+    # bound to loopback: the UI has no authentication (on a cluster, reach it via an SSH tunnel)
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+            "--host", "127.0.0.1", "--port", str(port),
+            # one worker: a researcher's UI needs no parallel request handling, and each worker
+            # process costs seconds of start-up and ~200 MB
+            "--workers", "1"]
+
+
+def cli_ui(args) -> int:
+    uri = knobs.tracking_uri(args.tracking_uri)
+    cmd = ui_command(uri, args.port)
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", file=sys.stderr)
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
+
+
+def cli_eval(args) -> int:
+    if not args.adapter and not args.model:
+        raise ConfigError("give --adapter or --model to evaluate")
+    from raypost.stepgame import evaluate, load_stepgame, to_markdown, write_results
+
+    ds = load_stepgame(args.data.split(","), limit_per_file=args.limit)
+    from raypost.inference import load_predictor
+
+    predictor = load_predictor(adapter=args.adapter, model=args.model, tracking_uri=args.tracking_uri)
+    rows = ds.to_list()
+    predictions = predictor.predict_stepgame([r["story"] for r in rows], [r["question"] for r in rows])
+    result = evaluate(rows, predictions)
+    paths = write_results(result, args.out)
+    print(to_markdown(result))
+    print(f"wrote {', '.join(map(str, paths))}")
+    if args.run_id:
+        _log_to_run(result, args.out, args.run_id, args.tracking_uri)
+    return 0
+
+
+def _log_to_run(result, out_dir, run_id: str, tracking_uri: str | None) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from raypost.stepgame import log_to_mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            log_to_mlflow(result, out_dir)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot log to MLflow run {run_id!r} at {mlflow.get_tracking_uri()}: "
+                            f"{str(exc).splitlines()[0]}") from None
+    print(f"logged to MLflow run {run_id}")

@@ -1,0 +1,124 @@
+"""End of a sweep: close trial runs, summarise, save the best config, log Optuna's plots."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import yaml
+
+from raypost.tracking import runs
+
+
+def trial_table(client, parent_run_id: str, metric: str, mode: str) -> list[dict]:
+    """One row per trial from MLflow (the source of truth), best first."""
+    rows = []
+    for run in runs.trial_runs(client, parent_run_id):
+        score = run.data.metrics.get(f"best_{metric}", run.data.metrics.get(metric))
+        rows.append({"trial": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status,
+                     metric: score, "steps": run.data.metrics.get("step"),
+                     "trainable_params": run.data.params.get("trainable_params"),
+                     "params": {k: v for k, v in run.data.params.items()}})
+    rows.sort(key=lambda r: (r[metric] is None, -(r[metric] or 0) if mode == "max" else (r[metric] or 0)))
+    return rows
+
+
+def format_table(rows: list[dict], metric: str, searched: list[str], top: int = 10) -> str:
+    cols = ["trial", "status", metric, "steps", *searched]
+    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    for row in rows[:top]:
+        values = [row["trial"], row["status"], _fmt(row[metric]), _fmt(row["steps"]),
+                  *[row["params"].get(k, "") for k in searched]]
+        lines.append(" | ".join(str(v) for v in values))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
+def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir: Path | None, study=None) -> str:
+    """Close dangling trials, log the summary and plots to the parent run, return the summary."""
+    runs.close_dangling_trials(client, parent_run_id)
+    _tag_stopped_early(client, parent_run_id, results)
+    metric, mode = space.metric, space.mode
+    rows = trial_table(client, parent_run_id, metric, mode)
+    table = format_table(rows, metric, list(space.search))
+    best = next((r for r in rows if r[metric] is not None), None)
+    if best:
+        best_config = {k: _parse(v) for k, v in best["params"].items() if k in {**space.fixed, **space.search}}
+        client.log_metric(parent_run_id, f"best_{metric}", float(best[metric]))
+        client.set_tag(parent_run_id, "raypost.best_run_id", best["run_id"])
+        client.log_text(parent_run_id, yaml.safe_dump(best_config, sort_keys=True), "best_config.yaml")
+        if experiment_dir is not None:
+            experiment_dir.mkdir(parents=True, exist_ok=True)
+            (experiment_dir / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=True))
+    client.log_text(parent_run_id, table, "summary.md")
+    if study is not None:
+        _log_optuna_plots(client, parent_run_id, study, space)
+    errors = sum(1 for r in results if r.error) if results is not None else 0
+    interrupted = results is not None and len(results) < space.samples
+    # an interrupted sweep stays resumable: KILLED now, RUNNING again on --resume
+    client.set_terminated(parent_run_id, status="KILLED" if interrupted else "FAILED" if best is None else "FINISHED")
+    if interrupted:
+        return f"sweep interrupted after {len(rows)} of {space.samples} trials; continue it with --resume"
+    head = f"sweep finished: {len(rows)} trials, {errors} errored; best {metric} = " + \
+        (_fmt(best[metric]) + f" (run {best['run_id']})" if best else "none")
+    where = f"\nbest config: {experiment_dir / 'best_config.yaml'}" if best and experiment_dir else ""
+    return f"{head}{where}\n\n{table}"
+
+
+def _tag_stopped_early(client, parent_run_id: str, results) -> None:
+    """Mark trials the scheduler stopped before their last step (from Tune's own results)."""
+    by_trial = {r.data.tags.get(runs.TRIAL_TAG): r.info.run_id for r in runs.trial_runs(client, parent_run_id)}
+    for result in results or []:
+        metrics, config = result.metrics or {}, result.config or {}
+        run_id = by_trial.get(metrics.get("trial_id"))
+        if run_id and "step" in metrics and "steps" in config:
+            client.set_tag(run_id, "raypost.stopped_early", str(metrics["step"] < config["steps"]).lower())
+
+
+def _parse(value: str):
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def _log_optuna_plots(client, parent_run_id: str, study, space) -> None:
+    """Optimisation history, parameter importances, parallel coordinates (Pareto front if 2 objectives)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    import optuna.visualization.matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plots = {"parallel_coordinates": ovm.plot_parallel_coordinate}
+    if space.multi_objective:
+        plots["pareto_front"] = ovm.plot_pareto_front
+    else:
+        plots["optimization_history"] = ovm.plot_optimization_history
+        if len(complete) >= 2 and len(space.search) >= 2:
+            plots["param_importances"] = ovm.plot_param_importances
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        for name, plot in plots.items():
+            try:
+                if space.multi_objective and name == "parallel_coordinates":
+                    plot(study, target=lambda t: t.values[0], target_name=space.metric)
+                else:
+                    plot(study)
+                plt.gcf().savefig(Path(tmp) / f"{name}.png", dpi=100, bbox_inches="tight")
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. too few trials for importances
+                (Path(tmp) / f"{name}.txt").write_text(f"not plotted: {exc}\n")
+            finally:
+                plt.close("all")
+        (Path(tmp) / "trials.json").write_text(json.dumps(
+            [{"number": t.number, "state": t.state.name, "values": t.values, "params": t.params}
+             for t in study.trials], indent=1))
+        client.log_artifacts(parent_run_id, tmp, artifact_path="optuna")

@@ -1,0 +1,82 @@
+"""The DeepSpeed engine of one worker: ``TrainConfig`` -> DeepSpeed config, optimizer groups and
+the learning-rate schedule. Public: the trial loop and the benchmarks build exactly this engine.
+
+Everything device-specific is derived from the resolved device, never assumed: on CUDA the
+fused Adam kernel is used, on CPU torch's AdamW; fp16 is refused on CPU by ``TrainConfig``.
+
+The schedule is transformers' ``get_scheduler`` (linear warm-up, then constant, linear or cosine
+decay) on the optimizer DeepSpeed builds: a ``LambdaLR`` scales each group's own peak lr, so
+DePT's prompt and low-rank groups and a head keep their ratios. DeepSpeed steps it once per
+optimizer step and saves it in every checkpoint, so a resumed trial continues the same curve.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raypost.models import pick_device
+from raypost.recipes.train_config import TrainConfig
+
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}  # transformers' names
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means the GPU Ray Train assigned to this worker when there is one."""
+    device = pick_device(name)
+    if device.type == "cuda":
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return device
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int, device: torch.device) -> dict:
+    on_cpu = device.type == "cpu"
+    offload = {"device": "cpu", "pin_memory": not on_cpu} if cfg.offload_optimizer else None
+    zero = {"stage": cfg.zero_stage}
+    if offload:
+        zero["offload_optimizer"] = offload
+    config = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.batch_size * cfg.grad_accum * world_size,
+        # Each optimizer group keeps its own lr (DePT: prompt vs low-rank); this lr is the fallback.
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": 1e-3, "weight_decay": cfg.weight_decay,
+            # DeepSpeedCPUAdam when offloading, torch AdamW on plain CPU, fused Adam on GPU
+            "torch_adam": on_cpu and not cfg.offload_optimizer}},
+        "zero_optimization": zero,
+        "gradient_clipping": cfg.max_grad_norm,
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "fp16": {"enabled": cfg.precision == "fp16"},
+        "steps_per_print": 10**9,  # raypost logs its own metrics
+        "wall_clock_breakdown": False,
+    }
+    return config
+
+
+def make_scheduler(cfg: TrainConfig):
+    """``optimizer -> LambdaLR``: ``cfg.lr_schedule`` after ``cfg.warmup`` warm-up steps, over
+    ``cfg.steps`` optimizer steps (DeepSpeed calls it with the optimizer it built)."""
+    from transformers import get_scheduler
+
+    def build(optimizer):
+        return get_scheduler(SCHEDULERS[cfg.lr_schedule], optimizer, num_warmup_steps=cfg.warmup,
+                             num_training_steps=cfg.steps)
+
+    return build
+
+
+def initialize_engine(model, param_groups, cfg: TrainConfig, world_size: int, device: torch.device):
+    """``deepspeed.initialize`` with raypost's config and schedule; returns ``(engine, optimizer)``."""
+    import deepspeed
+
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups,
+                                                   config=deepspeed_config(cfg, world_size, device),
+                                                   lr_scheduler=make_scheduler(cfg))
+    return engine, optimizer
+
+
+def group_lrs(optimizer) -> dict[str, float]:
+    """The current lr of each optimizer group, by the group's name (``lr_<name>`` in MLflow)."""
+    return {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}

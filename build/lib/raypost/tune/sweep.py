@@ -1,0 +1,258 @@
+"""``raypost sweep``: Ray Tune + OptunaSearch + ASHA over Ray Train trials.
+
+Ray's Train + Tune pattern for Train V2: each Tune trial is a *function trainable* that
+launches a ``TorchTrainer`` (``raypost.train.launch``); ``TuneReportCallback`` forwards the
+workers' reports to Tune so ASHA can stop bad trials early.
+
+Order of work: validate the space -> reach MLflow -> start Ray -> run -> summarise. A bad
+space or an unreachable tracking server fails before any trial starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from raypost import knobs
+from raypost.errors import ConfigError
+from raypost.train.launch import Scaling, build_trainer
+from raypost.tune.space import SearchSpace, default_space_file, load_space, parse_overrides, space_bounds
+
+
+@dataclass
+class SweepOptions:
+    name: str
+    storage: str
+    tracking_uri: str
+    scaling: Scaling
+    samples: int
+    scheduler: str
+    address: str | None = None
+    resume: bool = False
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class TrialContext:
+    """What every trial needs from the sweep driver (small and picklable)."""
+    sweep: str
+    parent_run_id: str
+    tracking_uri: str
+    storage: str
+    scaling: Scaling
+    metric: str
+    mode: str
+    max_failures: int
+    keep_checkpoints: int
+
+
+def run_trial(config: dict, ctx: TrialContext) -> None:
+    """One Tune trial = one Ray Train job, tracked as a nested MLflow run."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raypost.tracking.runs import trial_run
+
+    tune_ctx = tune.get_context()
+    client = MlflowClient(ctx.tracking_uri)
+    run_id = trial_run(client, ctx.parent_run_id, tune_ctx.get_trial_id(), tune_ctx.get_trial_name(), config)
+    # the space's first objective decides everything inside the trial too: "improved", best_<metric>,
+    # the logged adapter (and so promote), as it decides Tune, ASHA and checkpoint ranking
+    trainer = build_trainer(
+        {**config, "_run_id": run_id, "_tracking_uri": ctx.tracking_uri, "_metric": ctx.metric, "_mode": ctx.mode},
+        ctx.scaling,
+        name=tune_ctx.get_trial_name(), storage=f"{ctx.storage}/{ctx.sweep}-train",
+        metric=ctx.metric, mode=ctx.mode, keep_checkpoints=ctx.keep_checkpoints,
+        max_failures=ctx.max_failures, callbacks=[TuneReportCallback()])
+    trainer.fit()  # the workers log metrics and the best adapter to the run as they go
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def run_sweep(space: SearchSpace, opts: SweepOptions):
+    """Run (or resume) a sweep; returns the Tune ``ResultGrid``."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raypost.tracking import runs
+
+    # the space as run: --samples/--workers/--scheduler override the file, and the logged
+    # search_space.yaml and the "finished or interrupted" verdict must count the same trials
+    space = replace(space, samples=opts.samples, workers=opts.scaling.workers, scheduler=opts.scheduler)
+    client = runs.client_for(opts.tracking_uri)  # unreachable server: stop before Ray starts
+    parent_run_id = runs.start_sweep_run(client, space.method, opts.name, opts.resume, params={
+        **{f"fixed.{k}": v for k, v in space.fixed.items()},
+        **{f"search.{k}": json.dumps(v) for k, v in space.search.items()},
+        "samples": opts.samples, "scheduler": opts.scheduler, "workers": opts.scaling.workers,
+        "gpus_per_worker": opts.scaling.gpus_per_worker, "placement": opts.scaling.placement_strategy,
+        "objectives": json.dumps(space.objectives)})
+    client.log_text(parent_run_id, yaml.safe_dump(space.as_dict(), sort_keys=False), "search_space.yaml")
+
+    knobs.apply_defaults()
+    if not ray.is_initialized():
+        ray.init(address=opts.address, runtime_env={"env_vars": knobs.worker_env()},
+                 **_local_resources(opts))
+    experiment = Path(opts.storage) / opts.name if "://" not in opts.storage else None
+    ctx = TrialContext(opts.name, parent_run_id, opts.tracking_uri, opts.storage, opts.scaling,
+                       space.metric, space.mode, opts.max_failures, opts.keep_checkpoints)
+    # the trial driver only waits on its TorchTrainer; Tune rejects 0 CPUs, so give it a sliver
+    trainable = tune.with_resources(functools.partial(run_trial, ctx=ctx), {"cpu": 0.01})
+
+    if opts.resume and tune.Tuner.can_restore(f"{opts.storage}/{opts.name}"):
+        tuner = tune.Tuner.restore(f"{opts.storage}/{opts.name}", trainable,
+                                   resume_unfinished=True, resume_errored=True, param_space=space.fixed)
+    else:
+        if opts.resume:
+            print(f"raypost: no Tune state for {opts.name!r} yet; starting it", file=sys.stderr)
+        tuner = tune.Tuner(
+            trainable, param_space=dict(space.fixed),
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(_searcher(space, opts, OptunaSearch),
+                                              max_concurrent=_max_concurrent(opts.scaling)) if space.search else None,
+                scheduler=_scheduler(space, opts.scheduler, ASHAScheduler, FIFOScheduler),
+                num_samples=opts.samples, reuse_actors=False,
+                **({} if space.multi_objective else {"metric": space.metric, "mode": space.mode})),
+            run_config=tune.RunConfig(name=opts.name, storage_path=opts.storage, verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=min(1, opts.max_failures))),
+        )
+    results = tuner.fit()
+    from raypost.tracking.sweep_artifacts import finish_sweep_run
+
+    study = None
+    if space.search:
+        import optuna
+
+        study = optuna.load_study(study_name=opts.name, storage=knobs.optuna_storage(f"{opts.storage}/{opts.name}"))
+    summary = finish_sweep_run(client, parent_run_id, results, space, experiment, study)
+    return results, summary
+
+
+def _searcher(space: SearchSpace, opts: SweepOptions, OptunaSearch):
+    # The study is persistent (journal file beside the Tune state, or a database on a
+    # cluster), so `--resume` continues the same study instead of sampling from scratch.
+    storage = knobs.optuna_storage(f"{opts.storage}/{opts.name}")
+    objectives = list(space.objectives)
+    return OptunaSearch(space=space.optuna_space(), study_name=opts.name, storage=storage, seed=space.seed,
+                        points_to_evaluate=space.points_to_evaluate or None,
+                        metric=objectives if space.multi_objective else objectives[0],
+                        mode=[space.objectives[m] for m in objectives] if space.multi_objective else space.mode)
+
+
+def _scheduler(space: SearchSpace, name: str, ASHAScheduler, FIFOScheduler):
+    if name == "fifo" or space.multi_objective:  # ASHA ranks on one metric only
+        return FIFOScheduler()
+    steps = int(max(space_bounds(space.search, "steps", space.fixed, 100)))
+    every = int(min(space_bounds(space.search, "eval_every", space.fixed, 25)))
+    reports = max(1, -(-steps // every))
+    # max_t one past the last report: a trial that reaches it is left to finish on its own
+    # (final evaluation, run closed) instead of being stopped by the scheduler at its last report
+    return ASHAScheduler(time_attr="training_iteration", max_t=reports + 1,
+                         grace_period=max(1, reports // 4), reduction_factor=2)
+
+
+def _local_resources(opts: SweepOptions) -> dict:
+    """A local Ray gets one logical CPU more than the machine has: trial drivers hold 0.01 CPU
+    each while they only wait on their workers, and without the extra slot a 2-core machine
+    could never place a 2-worker trial next to its driver."""
+    if opts.address:
+        return {}
+    import os
+
+    return {"num_cpus": max(os.cpu_count() or 1, int(opts.scaling.workers * opts.scaling.cpus_per_worker)) + 1}
+
+
+def _max_concurrent(scaling: Scaling) -> int:
+    """As many trials as the cluster can hold at once (at least one)."""
+    import ray
+
+    res = ray.cluster_resources()
+    fits = [res.get("CPU", 1) // (scaling.workers * scaling.cpus_per_worker)]
+    if scaling.gpus_per_worker:
+        fits.append(res.get("GPU", 0) // (scaling.workers * scaling.gpus_per_worker))
+    return max(1, int(min(fits)))
+
+
+def options_from_args(args, space: SearchSpace) -> SweepOptions:
+    if args.resume and not args.name:
+        raise ConfigError("--resume needs --name of the sweep to resume")
+    samples = args.samples if args.samples is not None else space.samples
+    if samples < 1:
+        raise ConfigError(f"--samples={samples} must be at least 1")
+    return SweepOptions(
+        name=args.name or f"{space.method}-{dt.datetime.now():%Y%m%d-%H%M%S}",
+        storage=knobs.storage_path(args.storage), tracking_uri=knobs.tracking_uri(args.tracking_uri),
+        scaling=Scaling(workers=args.workers or space.workers, cpus_per_worker=args.cpus_per_worker,
+                        gpus_per_worker=args.gpus_per_worker,
+                        placement_strategy=getattr(args, "placement", None) or "PACK"),
+        samples=samples, scheduler=args.scheduler or space.scheduler, address=args.address, resume=args.resume,
+        max_failures=getattr(args, "max_failures", 2))
+
+
+def cli_sweep(args) -> int:
+    from raypost.recipes import get_recipe
+
+    get_recipe(args.method)  # an unknown method is named before any file is looked for
+    space = load_space(args.space or default_space_file(args.method), args.method, parse_overrides(args.set))
+    opts = options_from_args(args, space)
+    _, summary = run_sweep(space, opts)
+    print(summary)
+    return 0
+
+
+def cli_train(args) -> int:
+    """``raypost train``: a one-trial sweep with no search, so it is tracked the same way."""
+    from raypost.configs import help_table
+    from raypost.recipes import get_recipe
+
+    recipe = get_recipe(args.method)
+    if args.help_config:
+        for cls in recipe.config_classes:
+            print(f"# {cls.__name__}")
+            for name, default, text in help_table(cls):
+                print(f"{name:22} {default!r:28} {text}")
+        return 0
+    fixed = _load_flat(args.config) if args.config else {}
+    raw = {"method": args.method, "samples": 1, "workers": args.workers, "scheduler": "fifo",
+           "fixed": {**fixed, **parse_overrides(args.set)}}
+    if getattr(args, "objective", None):
+        raw["objectives"] = parse_objective(args.objective)
+    from raypost.tune.space import validate_space
+
+    space = validate_space(raw, args.method, source=args.config or "<defaults>")
+    args.samples, args.resume, args.scheduler, args.space = 1, False, "fifo", None
+    opts = options_from_args(args, space)
+    _, summary = run_sweep(space, opts)
+    print(summary)
+    return 0
+
+
+def parse_objective(text: str) -> dict:
+    """``--objective eval_loss:min`` -> ``{"eval_loss": "min"}``."""
+    metric, _, mode = text.partition(":")
+    if not metric or mode not in ("max", "min"):
+        raise ConfigError(f"--objective={text!r} must look like METRIC:max or METRIC:min")
+    return {metric: mode}
+
+
+def _load_flat(path: str) -> dict:
+    """A run config: a flat YAML mapping of config keys (``raypost train --help-config``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping of keys to values")
+    return data
