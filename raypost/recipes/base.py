@@ -27,7 +27,8 @@ from raypost.errors import DataError
 ADAPTER_META = "raypost_adapter.json"  # what raypost.inference reads first in an adapter folder
 
 # What the shared loop itself reports at every evaluation, for any recipe (objectives may name these too).
-LOOP_METRICS = ("train_loss", "tokens_per_s", "peak_memory_mb", "replica_max_diff", "trainable_params")
+LOOP_METRICS = ("train_loss", "tokens_per_s", "train_s", "cpu_s", "peak_memory_mb", "replica_max_diff",
+                "trainable_params")
 
 
 @dataclass
@@ -41,7 +42,8 @@ class TrialSetup:
     compute_loss: Callable[[nn.Module, Batch], torch.Tensor]
     """Scalar loss of one batch (called with the DeepSpeed engine as the model)."""
     evaluate: Callable[[nn.Module], dict[str, float]]
-    """Validation metrics (the recipe's ``metrics``). Called on rank 0 only."""
+    """Validation metrics (the recipe's ``metrics``). Called on every rank at once (an evaluator may
+    shard the rows and gather); rank 0's result is reported."""
     save_adapter: Callable[[nn.Module, Path], None]
     """Write the trainable part only (never the base model) and its ``AdapterMeta`` to a folder."""
     params: dict[str, Any] = field(default_factory=dict)

@@ -190,9 +190,11 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
                         cut, n, name, im_cfg.max_seq_length)
     batch_size = data_cfg.eval_batch_size
     evaluation = StepgameEvaluator(  # accuracy of generated answers; the held-out output loss beside it
-        eval_rows, lambda module: (run_model(module, tokenizer, kind, prompts, batch_size, with_loss=False)[0], None),
+        eval_rows, lambda module, idx: (run_model(module, tokenizer, kind, [prompts[i] for i in idx], batch_size,
+                                                  with_loss=False)[0], None),
         extra=lambda module: {"eval_output_loss": output_only_loss(module, heldout, tokenizer.pad_token_id,
-                                                                   batch_size, kind)})
+                                                                   batch_size, kind)},
+        rank=rank, world_size=world_size)
     batches = instruction_batches(train_rows, tokenizer.pad_token_id, im_cfg.instruction_weight, kind,
                                   train.batch_size, rank, world_size, train.seed)
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from raypost.batches import sharded_batches
 from raypost.configs import check, check_range, field, split_flat
+from raypost.distributed import gather_sharded, replica_max_diff, sharded_adamw
 from raypost.errors import ConfigError, DataError
 from raypost.methods.pcp import (
     PcpConfig,
@@ -54,7 +55,6 @@ from raypost.methods.pcp import (
     pcp_texts,
 )
 from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
-from raypost.recipes.distributed import gather_sharded, replica_max_diff, sharded_adamw
 from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.labels import LABELS, format_input, story_list
 from raypost.stepgame.task import (
@@ -372,7 +372,9 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
         if cut:
             log.warning("%d of %d %s prompts exceed max_prompt_length=%d; their longest field was cut",
                         cut, n, name, pcp.max_prompt_length)
-    evaluation = StepgameEvaluator(eval_rows, lambda module: classify(module, eval_examples, data_cfg.eval_batch_size))
+    evaluation = StepgameEvaluator(
+        eval_rows, lambda module, idx: classify(module, [eval_examples[i] for i in idx], data_cfg.eval_batch_size),
+        rank=rank, world_size=world_size)
     n_trainable = trainable_count(clf)
 
     def compute_loss(engine, batch):

@@ -26,6 +26,7 @@ from torch import nn
 
 from raypost.batches import Batch, sharded_batches, weights_fingerprint
 from raypost.configs import check, check_range, field
+from raypost.distributed import gather_objects
 from raypost.errors import ConfigError, DataError
 from raypost.stepgame.generator import parse_ks
 from raypost.stepgame.labels import ID2LABEL, LABEL2ID, LABELS, format_input, label_word, match_label, story_list
@@ -335,31 +336,52 @@ def final_stepgame_metrics(rows: list[dict], preds: list, out_dir: Path) -> dict
 
 
 # ---- the one evaluator every recipe wires in ---------------------------------------------------
-Predict = Callable[[nn.Module], tuple[list, "float | None"]]
+Predict = Callable[[nn.Module, list], tuple[list, "float | None"]]
 
 
 class StepgameEvaluator:
-    """``evaluate(module)``: accuracy on fixed eval rows, plus the loss ``predict`` returns
+    """``evaluate(module)``: accuracy on fixed eval rows, plus the mean loss ``predict`` returns
     (``eval_loss``) and any ``extra`` metrics; ``final_evaluate(module, dir)``: accuracy per k /
     hops / clean-noisy with tables and a plot.
 
-    ``predict(module) -> (labels, loss or None)`` is the recipe's own way of answering (a
-    classifier head, generation, a verbalizer). The loop evaluates at the last step and calls
-    ``final_evaluate`` right after with the same weights, so predictions are reused while the
-    trainable weights are unchanged. Checked by content (sum and sum of squares per tensor), not
-    by tensor versions: optimizers such as DeepSpeed's write through ``param.data``.
+    ``predict(module, indices) -> (labels, mean loss or None)`` is the recipe's own way of
+    answering the rows at ``indices`` (a classifier head, generation, a verbalizer). Every rank
+    calls ``evaluate``: rank r answers rows r, r + world, ... and one ``all_gather`` gives every
+    rank all the answers, so no rank idles while another evaluates.
+
+    The loop evaluates at the last step and calls ``final_evaluate`` right after with the same
+    weights, so predictions are reused while the trainable weights are unchanged. Checked by
+    content (sum and sum of squares per tensor), not by tensor versions: optimizers such as
+    DeepSpeed's write through ``param.data``.
     """
 
-    def __init__(self, rows: list[dict], predict: Predict,
-                 extra: Callable[[nn.Module], dict[str, float]] | None = None):
+    def __init__(self, rows: list[dict], predict: Predict, extra: Callable[[nn.Module], dict[str, float]] | None = None,
+                 rank: int = 0, world_size: int = 1, gather: Callable[[object, int], list] | None = None):
         self.rows, self._predict, self._extra = rows, predict, extra
+        self.rank, self.world = rank, world_size
+        self._gather = gather or gather_objects
         self._last: tuple | None = None  # (weights fingerprint, predictions, loss)
 
-    def predictions(self, module) -> tuple[list, float | None]:
+    def predictions(self, module, shard: bool = True) -> tuple[list, float | None]:
         fingerprint = weights_fingerprint(module)
         if self._last is None or self._last[0] != fingerprint:
-            self._last = (fingerprint, *self._predict(module))
+            if self.world > 1 and shard:
+                self._last = (fingerprint, *self._sharded(module))
+            else:
+                self._last = (fingerprint, *self._predict(module, list(range(len(self.rows)))))
         return self._last[1], self._last[2]
+
+    def _sharded(self, module) -> tuple[list, float | None]:
+        mine = list(range(self.rank, len(self.rows), self.world))
+        preds, loss = self._predict(module, mine) if mine else ([], None)
+        out: list = [None] * len(self.rows)
+        loss_sum, loss_n = 0.0, 0
+        for indices, part, part_loss in self._gather((mine, preds, loss), self.world):
+            for i, p in zip(indices, part):
+                out[i] = p
+            if part_loss is not None:
+                loss_sum, loss_n = loss_sum + part_loss * len(indices), loss_n + len(indices)
+        return out, (loss_sum / loss_n if loss_n else None)
 
     def evaluate(self, module) -> dict[str, float]:
         preds, loss = self.predictions(module)
@@ -372,7 +394,8 @@ class StepgameEvaluator:
         return metrics
 
     def final_evaluate(self, module, out_dir: Path) -> dict[str, float]:
-        return final_stepgame_metrics(self.rows, self.predictions(module)[0], out_dir)
+        """Rank 0 alone (it writes files): the cached predictions, else all rows here, unsharded."""
+        return final_stepgame_metrics(self.rows, self.predictions(module, shard=False)[0], out_dir)
 
 
 class StepgameTask:
@@ -395,8 +418,10 @@ class StepgameTask:
                 log.warning("%d of %d %s inputs exceed %d tokens; their stories were cut from the start",
                             cut, n, name, max_length)
         self.batches = train_batches(self.train_examples, tokenizer.pad_token_id, batch_size, rank, world_size, seed)
-        self.evaluator = StepgameEvaluator(self.eval_rows, lambda module: run_model(
-            module, tokenizer, kind, self.eval_examples, cfg.eval_batch_size))
+        self.evaluator = StepgameEvaluator(
+            self.eval_rows, lambda module, idx: run_model(module, tokenizer, kind, [self.eval_examples[i] for i in idx],
+                                                          cfg.eval_batch_size),
+            rank=rank, world_size=world_size)
 
     @property
     def params(self) -> dict:

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from raypost.distributed import sharded_adamw
 from raypost.errors import ConfigError
 from raypost.methods.pcp import (
     STEPGAME_LABELS,
@@ -21,7 +22,6 @@ from raypost.methods.pcp import (
     pcp_texts,
 )
 from raypost.models import load_base, tiny_tokenizer
-from raypost.recipes.distributed import sharded_adamw
 from raypost.recipes.train_config import TrainConfig
 
 TEMPLATE = PromptTemplate("{text} Answer: {mask}.")

@@ -59,7 +59,8 @@ def test_bad_space_exits_2_with_one_line(tmp_path, capsys, text, expected, track
 
 def test_unknown_method(capsys):
     code, err = run(capsys, "sweep", "nosuchmethod")
-    assert code == 2 and err == ["raypost: error: unknown method 'nosuchmethod'; expected one of dept, im, pcp, finetune"]
+    assert code == 2 and err == ["raypost: error: unknown method 'nosuchmethod'; expected one of dept, im, pcp, finetune "
+                                 "or the module path of a recipe"]
 
 
 def test_missing_space_file(capsys, tmp_path):

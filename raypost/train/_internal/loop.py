@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from raypost.batches import count_tokens
+from raypost.distributed import broadcast, gather_objects, mean_across_ranks, replica_max_diff, sum_across_ranks
 from raypost.recipes import get_recipe
-from raypost.recipes.distributed import broadcast, gather_objects, mean_across_ranks, replica_max_diff, sum_across_ranks
 from raypost.recipes.train_config import TrainConfig
 from raypost.train.engine import group_lrs, initialize_engine, resolve_device
 
@@ -48,6 +48,7 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    _use_assigned_cpus()
     flat = public_config(cfg)
     train_cfg = TrainConfig(**{k: v for k, v in flat.items() if k in TrainConfig.__dataclass_fields__})
     torch.manual_seed(train_cfg.seed)
@@ -77,6 +78,10 @@ def train_loop_per_worker(cfg: dict) -> None:
         logger.flush()
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     window_tokens, window_start = 0, time.perf_counter()
+    # time to accuracy: wall and CPU seconds of this run of the loop (all ranks' CPU summed),
+    # carried over from the checkpoint on resume so the curve continues
+    train_start, cpu_start = time.perf_counter() - state.get("train_s", 0.0), time.process_time()
+    cpu_before = state.get("cpu_s", 0.0)
     while step < train_cfg.steps:
         lrs = group_lrs(optimizer)  # the rates this step trains at (the schedule moves them after it)
         for _ in range(train_cfg.grad_accum):
@@ -93,12 +98,15 @@ def train_loop_per_worker(cfg: dict) -> None:
         elapsed = time.perf_counter() - window_start
         metrics = {"step": step, "train_loss": loss_value,
                    "tokens_per_s": sum_across_ranks(window_tokens, world) / max(elapsed, 1e-9),
+                   "train_s": time.perf_counter() - train_start,
+                   "cpu_s": cpu_before + mean_across_ranks(torch.tensor(time.process_time() - cpu_start), world) * world,
                    "peak_memory_mb": _peak_memory_mb(device),
                    # replicas must hold identical trainable weights after the gradient all-reduce
                    "replica_max_diff": replica_max_diff(engine.module, world)}
         if "trainable_params" in setup.params:  # a second objective for Pareto sweeps
             metrics["trainable_params"] = setup.params["trainable_params"]
-        metrics.update(broadcast(setup.evaluate(engine.module) if rank == 0 else None, world))
+        # every rank evaluates (the evaluator may shard the rows); rank 0's figures are the ones reported
+        metrics.update(broadcast(setup.evaluate(engine.module), world))
         value = metrics.get(metric)
         improved = value is not None and (best is None or better(value, best))
         best = value if improved else best
@@ -109,7 +117,8 @@ def train_loop_per_worker(cfg: dict) -> None:
             # and a trial stopped at its last one would otherwise never get its final evaluation
             with tempfile.TemporaryDirectory() as out:
                 logger.log_final(setup.final_evaluate(engine.module, Path(out)), Path(out), step)
-        _report(engine, setup, metrics, {"step": step, "best": best}, rank,
+        _report(engine, setup, metrics, {"step": step, "best": best, "train_s": metrics["train_s"],
+                                         "cpu_s": metrics["cpu_s"]}, rank,
                 log_adapter=(lambda d: logger.log_adapter(d, metric, value, step)) if improved else None)
         window_tokens, window_start = 0, time.perf_counter()
 
@@ -140,6 +149,16 @@ def _restore(engine, checkpoint) -> dict:
     with checkpoint.as_directory() as path:
         engine.load_checkpoint(os.path.join(path, DS_DIR), tag=CHECKPOINT_TAG, load_module_strict=False)
         return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def _use_assigned_cpus() -> None:
+    """As many torch threads as CPUs Ray gave this worker (``--cpus-per-worker``): a worker given
+    2 CPUs computes with 2 threads, one given 1 does not oversubscribe a core another rank uses."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        torch.set_num_threads(max(1, int(cpus)))
 
 
 def _node_ids_of_ranks(world: int) -> list[str]:

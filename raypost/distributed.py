@@ -1,6 +1,8 @@
 """The collectives a data-parallel worker needs, in one home: the shared loop's metrics and
 replica check, PCP's stage 1 (a plain-torch data-parallel loop before DeepSpeed starts) and the
-sharded evaluation. Each is a no-op at world size 1; CUDA tensors on NCCL, CPU tensors on gloo.
+sharded StepGame evaluation. Each is a no-op at world size 1; CUDA tensors on NCCL, CPU tensors
+on gloo. Plain ``torch.distributed`` (Ray Train sets the group up), so it sits low enough for the
+loop, the recipes and the StepGame evaluator to share it.
 """
 
 from __future__ import annotations
