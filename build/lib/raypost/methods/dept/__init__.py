@@ -1,7 +1,0 @@
-"""DePT (Decomposed Prompt Tuning, Shi & Lipani, ICLR 2024) in pure PyTorch; see docs/dept.md."""
-
-from raypost.methods.dept.budget import dept_param_count, rank_for_budget
-from raypost.methods.dept.config import DeptConfig
-from raypost.methods.dept.model import DeptModel
-
-__all__ = ["DeptConfig", "DeptModel", "dept_param_count", "rank_for_budget"]

@@ -1,1 +1,0 @@
-"""MLflow tracking: one parent run per sweep, one nested child run per trial, the registry."""
