@@ -157,15 +157,10 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
     try:
         check_space(recipe, fixed, search)
         for point in space.points_to_evaluate:  # a starting point must be a valid trial too
-            flat = {**fixed, **{k: v for k, v in point.items()}}
+            flat = {**fixed, **point}
             for key in search:
                 flat.setdefault(key, space_bounds(search, key, fixed, None)[0])
-            try:
-                split_flat(flat, *recipe.config_classes)
-                if recipe.check_point is not None:
-                    recipe.check_point(flat)
-            except ConfigError as exc:
-                raise ConfigError(f"points_to_evaluate entry {point}: {exc}") from None
+            check_point(recipe, flat, f" (points_to_evaluate entry {point})")
     except ConfigError as exc:
         fail(str(exc))
     return space
@@ -179,16 +174,20 @@ def check_space(recipe: Recipe, fixed: dict, search: dict) -> None:
     if recipe.prepare_fixed is not None:
         recipe.prepare_fixed(fixed, search)
     for point, where in space_points(search, fixed, limit=MAX_SPACE_COMBINATIONS):
-        flat = {**fixed, **point}
-        at = f" (at {where})" if point else ""
-        try:
-            split_flat(flat, *recipe.config_classes)
-            if recipe.check_point is not None:
-                recipe.check_point(flat)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc}{at}") from None
-        except TypeError as exc:  # a value of the wrong type for a field
-            raise ConfigError(f"invalid config value: {exc}{at}") from None
+        check_point(recipe, {**fixed, **point}, f" (at {where})" if point else "")
+
+
+def check_point(recipe: Recipe, flat: dict, at: str = "") -> None:
+    """One flat trial config builds the method's dataclasses and passes its ``check_point``;
+    errors end with ``at`` (which point of the space)."""
+    try:
+        split_flat(flat, *recipe.config_classes)
+        if recipe.check_point is not None:
+            recipe.check_point(flat)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{at}") from None
+    except TypeError as exc:  # a value of the wrong type for a field
+        raise ConfigError(f"invalid config value: {exc}{at}") from None
 
 
 def _check_dist(key: str, spec: Any, fail) -> None:
