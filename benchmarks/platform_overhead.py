@@ -79,6 +79,9 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of (a), (b), (c) per worker count")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="(c): Ray Train workers per trial")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="(c)/(d): CPUs per Ray Train worker; the worker runs one torch thread per CPU")
+    p.add_argument("--name", default=NAME, help="results file and README block name")
     p.add_argument("--sweep-trials", type=int, default=3, help="(d): trials in the sweep (0 skips (d))")
     p.add_argument("--sweep-workers", type=int, default=1)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
@@ -338,7 +341,8 @@ def run_raypost(args, ray_ctx: RayContext, cfg: dict, name: str, workers: int, s
         raw["fixed"].pop("lr_head", None)
     space = validate_space(raw, "dept")
     opts = SweepOptions(name=name, storage=ray_ctx.storage, tracking_uri=ray_ctx.uri,
-                        scaling=Scaling(workers=workers, gpus_per_worker=args.gpus_per_worker),
+                        scaling=Scaling(workers=workers, cpus_per_worker=args.cpus_per_worker,
+                                        gpus_per_worker=args.gpus_per_worker),
                         samples=samples, scheduler="fifo", max_failures=0)
     t_call = time.time()
     with contextlib.redirect_stdout(sys.stderr):  # Tune's progress tables
@@ -451,7 +455,8 @@ def render_markdown(report: dict) -> str:
            f"Work: DePT on `{cfg['model']}` (classifier, m = {cfg['prompt_length']}, r = {cfg['lowrank_rank']}, "
            f"s = {cfg['max_input_length']}, {meta.get('trainable_params', '?')} trainable parameters), {cfg['steps']} "
            f"steps of batch {cfg['batch_size']} per worker, evaluation + checkpoint every {cfg['eval_every']} steps "
-           f"({cfg['eval_per_k']} examples), device {cfg['device']}, {meta['threads']} torch thread(s) in (a)/(b); "
+           f"({cfg['eval_per_k']} examples), device {cfg['device']}, {meta['threads']} torch thread(s) in (a)/(b), "
+           f"{meta.get('cpus_per_worker', 1):g} CPU(s) and as many threads per worker in (c)/(d); "
            f"medians of {meta['rounds']} interleaved round(s)."
            + (f" Ray start-up (paid by every `raypost sweep` that starts its own Ray, not counted below): "
               f"{meta['ray_init_s']:.1f} s." if meta.get("ray_init_s") is not None else ""), ""]
@@ -576,9 +581,10 @@ def main(argv: list[str] | None = None) -> dict:
     load.sample()
     rows = summarise(runs, cfg)
     report = {"meta": {
-        "benchmark": NAME, "command": C.command_line(f"{NAME}.py", args.argv),
+        "benchmark": args.name, "command": C.command_line(f"{NAME}.py", args.argv),
         "date": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": C.machine(), "load": load.summary(),
         "config": cfg, "rounds": args.rounds, "threads": args.threads,
+        "cpus_per_worker": args.cpus_per_worker,
         "ray_init_s": ray_ctx.init_s if ray_ctx else None, "ray_num_cpus": ray_ctx.num_cpus if ray_ctx else None,
         "trainable_params": next((s.get("trainable_params") for v in runs.values() for s in v
                                   if s.get("trainable_params")), None),
@@ -591,7 +597,7 @@ def main(argv: list[str] | None = None) -> dict:
         sweep_summary["workers"] = args.sweep_workers
         report["sweep"] = sweep_summary
     markdown = render_markdown(report)
-    return C.write_outputs(args, NAME, report, markdown)
+    return C.write_outputs(args, args.name, report, markdown)
 
 
 def trial_phase_table(runs: dict) -> dict:

@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-from raypost.errors import RaypostError
+from raypost.errors import Interrupted, RaypostError
 
 
 def _methods() -> str:
@@ -27,7 +27,8 @@ def _sweep(sub):
     p.add_argument("--address", help="Ray address: 'auto' to attach to a running cluster (default: start a local Ray)")
     p.add_argument("--workers", type=int, help="Ray Train workers per trial (default: the space's, else 2)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 trains on CPU)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
+    p.add_argument("--cpus-per-worker", type=float,
+                   help="CPUs per worker; the worker trains with one torch thread per CPU (default: the space's, else 1)")
     p.add_argument("--placement", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), default="PACK",
                    help="how a trial's workers are placed on nodes (Ray placement-group strategy; default PACK: "
                         "as few nodes as fit them; SPREAD: one per node where possible)")
@@ -138,20 +139,49 @@ def _version() -> str:
     return __version__
 
 
+# Exceptions from these packages mean the tracking store failed (a server that does not answer,
+# an unknown URI scheme, a read-only or locked SQLite file): one line and exit 3, like TrackingError.
+TRACKING_PACKAGES = ("mlflow", "requests", "urllib3", "sqlalchemy", "alembic", "sqlite3")
+
+
+def tracking_failure(exc: BaseException) -> str | None:
+    """The one line for a tracking-store failure anywhere in ``exc``'s chain, else None."""
+    seen = exc
+    while seen is not None:
+        module = type(seen).__module__.split(".")[0]
+        if module in TRACKING_PACKAGES:
+            first = next((line.strip() for line in str(seen).splitlines() if line.strip()), "")
+            return f"the MLflow tracking store failed: {type(seen).__name__}: {first[:300]}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raypost import knobs
+
+    knobs.apply_defaults()  # bounded MLflow retries and timeouts before any client exists
     module, func = args.handler.split(":")
     # MLflow's store set-up logs at INFO on stderr; keep stderr for raypost's own one-line errors
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return getattr(importlib.import_module(module), func)(args) or 0
+    except Interrupted as exc:
+        print(f"raypost: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RaypostError as exc:
         print(f"raypost: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("raypost: interrupted; resume a sweep with --resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        line = tracking_failure(exc)
+        if line is None:
+            raise  # a bug: keep the traceback
+        print(f"raypost: error: {line}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

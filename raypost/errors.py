@@ -28,3 +28,9 @@ class TrackingError(RaypostError):
     """The MLflow tracking server or a tracked entity cannot be reached or found."""
 
     exit_code = 3
+
+
+class Interrupted(RaypostError):
+    """A sweep stopped by SIGINT or SIGTERM after saving its state; ``--resume`` continues it."""
+
+    exit_code = 130

@@ -14,7 +14,9 @@ by that file.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from raypost.errors import ConfigError, DataError, TrackingError
@@ -25,7 +27,7 @@ URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wa
 
 Predictor = StepgamePredictor  # predict(rows) and predict_stepgame(stories, questions) -> label names
 
-__all__ = ["Predictor", "load_predictor", "resolve_adapter_dir", "read_adapter_meta", "base_model_predictor"]
+__all__ = ["Predictor", "load_predictor", "adapter_folder", "read_adapter_meta", "base_model_predictor"]
 
 
 def load_predictor(source: str | Path | None = None, *, adapter: str | Path | None = None,
@@ -44,18 +46,18 @@ def load_predictor(source: str | Path | None = None, *, adapter: str | Path | No
         if not model:
             raise ConfigError("load_predictor needs an adapter (folder, runs:/ or models:/ URI) or a model")
         return base_model_predictor(model)
-    directory = resolve_adapter_dir(adapter, tracking_uri)
-    meta = read_adapter_meta(directory)
-    from raypost.recipes import get_recipe
+    with adapter_folder(adapter, tracking_uri) as directory:  # a download is deleted once loaded
+        meta = read_adapter_meta(directory)
+        from raypost.recipes import get_recipe
 
-    recipe = get_recipe(meta.method)
-    if recipe.load_predictor is None:
-        raise ConfigError(f"method {meta.method!r} (adapter {adapter}) cannot load predictors")
-    if meta.task_format != recipe.task_format:
-        raise ConfigError(f"{directory}: adapter learnt {meta.method} prompt format {meta.task_format}, this "
-                          f"raypost writes format {recipe.task_format}")
-    kwargs = {"model": model} if model else {}
-    return recipe.load_predictor(directory, meta, **kwargs)
+        recipe = get_recipe(meta.method)
+        if recipe.load_predictor is None:
+            raise ConfigError(f"method {meta.method!r} (adapter {adapter}) cannot load predictors")
+        if meta.task_format != recipe.task_format:
+            raise ConfigError(f"{directory}: adapter learnt {meta.method} prompt format {meta.task_format}, this "
+                              f"raypost writes format {recipe.task_format}")
+        kwargs = {"model": model} if model else {}
+        return recipe.load_predictor(directory, meta, **kwargs)
 
 
 def read_adapter_meta(directory: Path) -> AdapterMeta:
@@ -72,16 +74,19 @@ def read_adapter_meta(directory: Path) -> AdapterMeta:
     return meta
 
 
-def resolve_adapter_dir(source: str | Path, tracking_uri: str | None = None) -> Path:
-    """A local folder holding ``raypost_adapter.json``; MLflow URIs are downloaded first."""
+@contextlib.contextmanager
+def adapter_folder(source: str | Path, tracking_uri: str | None = None) -> Iterator[Path]:
+    """The local folder holding ``raypost_adapter.json``. MLflow URIs are downloaded into a
+    temporary folder that is removed when the block ends, whether loading worked or not."""
     text = str(source)
     if text.startswith(URI_SCHEMES) or (text.startswith("file:") and not Path(text).exists()):
-        root = _download(text, tracking_uri)
-    else:
-        root = Path(text).expanduser()
-        if not root.exists():
-            raise ConfigError(f"adapter {text!r} is not a folder, a runs:/ URI or a models:/ URI")
-    return _find_adapter(root, text)
+        with tempfile.TemporaryDirectory(prefix="raypost-adapter-") as tmp:
+            yield _find_adapter(_download(text, tracking_uri, tmp), text)
+        return
+    root = Path(text).expanduser()
+    if not root.exists():
+        raise ConfigError(f"adapter {text!r} is not a folder, a runs:/ URI or a models:/ URI")
+    yield _find_adapter(root, text)
 
 
 def _find_adapter(root: Path, what: str) -> Path:
@@ -95,13 +100,12 @@ def _find_adapter(root: Path, what: str) -> Path:
     return found[0].parent
 
 
-def _download(uri: str, tracking_uri: str | None) -> Path:
+def _download(uri: str, tracking_uri: str | None, destination: str) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    destination = tempfile.mkdtemp(prefix="raypost-adapter-")
     try:
         # models:/NAME@alias resolves to the logged pyfunc model; the adapter folder is one of its
         # artifacts (artifacts/adapter/ in MLflow's layout) and is found by its description file

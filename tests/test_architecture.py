@@ -3,7 +3,7 @@ lazy ones inside functions included): no cycle between modules, no import from a
 to a higher one, and no ``_internal`` module used from outside its package. No allow-list.
 
     cli -> report -> tune -> train -> tracking -> inference -> recipes -> stepgame | methods
-        -> models -> configs | batches | distributed | knobs -> errors
+        -> models -> configs | batches | distributed | knobs | files -> errors
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PACKAGE = REPO / "raypost"
 # lowest first; groups on one line are siblings and must not import each other
 LAYERS = [
     ("raypost", "raypost.errors"),
-    ("raypost.knobs", "raypost.configs", "raypost.batches", "raypost.distributed"),
+    ("raypost.knobs", "raypost.configs", "raypost.batches", "raypost.distributed", "raypost.files"),
     ("raypost.models",),
     ("raypost.stepgame", "raypost.methods"),
     ("raypost.recipes",),

@@ -7,7 +7,9 @@ and ``model_kind: auto`` is resolved on every worker, so neither may load a mode
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 
 from raypost.errors import ConfigError
 from raypost.models.loading import TINY_ARCHS, resolve_model_name
@@ -22,6 +24,8 @@ def _hf_config(name: str):
     from transformers import AutoConfig
 
     path = resolve_model_name(name)
+    if (os.path.sep in path or path.startswith((".", "~"))) and not Path(path).expanduser().exists():
+        raise ConfigError(f"model path {path!r} does not exist (give a local folder or a Hugging Face id)")
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from raypost.errors import ConfigError
+from raypost.files import writable_dir, write_output
 from raypost.stepgame.checker import check_rows, format_table, summarize
 from raypost.stepgame.convert import to_instruction_rows
 from raypost.stepgame.generator import generate, parse_ks
@@ -16,10 +16,14 @@ def cli_generate(args) -> int:
     ks = parse_ks(args.k)
     if args.n < 1:
         raise ConfigError(f"--n={args.n} must be at least 1")
-    for k in ks:
+    out = writable_dir(args.out, "--out")
+    targets = {k: out / f"qa{k}_{args.split}.json" for k in ks}
+    for path in targets.values():  # every target checked before the first file is written
+        if path.is_dir():
+            raise ConfigError(f"--out {out}: {path.name} is a directory; nothing was written")
+    for k, path in targets.items():
         rows = generate(k, args.n, noise=args.noise, seed=args.seed, split=args.split)
-        path = save_stepgame(rows, Path(args.out) / f"qa{k}_{args.split}.json",
-                             extra_fields=("k", "hops", "noisy", "noise_nodes"))
+        save_stepgame(rows, path, extra_fields=("k", "hops", "noisy", "noise_nodes"))
         print(f"wrote {path} ({len(rows)} examples)")
     return 0
 
@@ -32,8 +36,6 @@ def cli_check(args) -> int:
 
 def cli_to_instructions(args) -> int:
     rows = to_instruction_rows(load_stepgame(args.inputs))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = write_output(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "--out")
     print(f"wrote {out} ({len(rows)} rows)")
     return 0

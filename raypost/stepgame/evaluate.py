@@ -9,12 +9,14 @@ symbolic checker cannot reproduce from the story; ``acc_checked`` is accuracy on
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from raypost.errors import DataError
+from raypost.files import write_text_atomic
 from raypost.stepgame.checker import check_rows, rows_of
 from raypost.stepgame.labels import LABEL2ID, LABELS, match_label
 
@@ -144,17 +146,19 @@ def write_results(result: StepgameResult, out_dir) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, js, acc_csv, conf_csv, png = (out / name for name in FILES)
-    md.write_text(to_markdown(result), encoding="utf-8")
-    js.write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
-    with acc_csv.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["group", "by", "value", "n", "correct", "accuracy"])
-        for (g, b, v), (n, c) in sorted(result.slices.items()):
-            w.writerow([g, b, v if b != "all" else "", n, c, f"{c / n:.6f}"])
-    with conf_csv.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["label\\prediction", *LABELS])
-        w.writerows([label, *row] for label, row in zip(LABELS, result.confusion))
+    write_text_atomic(md, to_markdown(result))
+    write_text_atomic(js, json.dumps(result.to_dict(), indent=1) + "\n")
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["group", "by", "value", "n", "correct", "accuracy"])
+    for (g, b, v), (n, c) in sorted(result.slices.items()):
+        w.writerow([g, b, v if b != "all" else "", n, c, f"{c / n:.6f}"])
+    write_text_atomic(acc_csv, f.getvalue())
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["label\\prediction", *LABELS])
+    w.writerows([label, *row] for label, row in zip(LABELS, result.confusion))
+    write_text_atomic(conf_csv, f.getvalue())
     plot(result, png)
     return [md, js, acc_csv, conf_csv, png]
 

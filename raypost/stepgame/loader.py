@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from raypost.errors import ConfigError, DataError
+from raypost.files import write_text_atomic
 from raypost.stepgame.checker import check_example
 from raypost.stepgame.labels import LABELS
 
@@ -117,5 +118,4 @@ def save_stepgame(rows, path, extra_fields=EXTRA_FIELDS) -> Path:
         out[str(i)] = item
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps(out, indent=1, ensure_ascii=False) + "\n")

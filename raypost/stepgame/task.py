@@ -58,6 +58,9 @@ class StepgameDataConfig:
     eval_k: str = field("1-3", help="Chain lengths k to evaluate on.")
     eval_per_k: int = field(50, help="Eval examples per k (per clean/noisy setting when files hold both; "
                                      "0 = all rows of the files). Evaluation runs every eval_every steps.")
+    eval_skip: int = field(0, help="Eval rows skipped per k before the eval_per_k are taken: splits one file into "
+                                   "rows that choose a trial (eval_skip=0, eval_per_k=N) and rows that report "
+                                   "on it (eval_skip=N).")
     eval_noise: bool = field(False, help="Generated eval stories get noise sentences (eval_data='generate' only).")
     eval_batch_size: int = field(32, help="Examples per forward pass during evaluation and prediction.")
 
@@ -71,6 +74,7 @@ class StepgameDataConfig:
                     check(path.exists(), f"{side}_data: {path} does not exist (give 'generate' or "
                                          "official-format files/folders)")
         check_range("eval_batch_size", self.eval_batch_size, 1)
+        check_range("eval_skip", self.eval_skip, 0)
 
 
 def parse_k_list(name: str, text: str) -> list[int]:
@@ -102,7 +106,7 @@ def load_train_rows(cfg: StepgameDataConfig) -> list[dict]:
 
 def load_eval_rows(cfg: StepgameDataConfig) -> list[dict]:
     return load_rows(cfg.eval_data, parse_k_list("eval_k", cfg.eval_k), cfg.eval_per_k,
-                     noise=cfg.eval_noise, seed=cfg.data_seed, split=EVAL_SPLIT)
+                     noise=cfg.eval_noise, seed=cfg.data_seed, split=EVAL_SPLIT, skip=cfg.eval_skip)
 
 
 def check_rows(rows) -> list[dict]:
@@ -116,30 +120,34 @@ def check_rows(rows) -> list[dict]:
 
 
 # ---- rows -----------------------------------------------------------------------------------
-def load_rows(source: str, ks: list[int], per_k: int, *, noise: bool, seed: int, split: str) -> list[dict]:
+def load_rows(source: str, ks: list[int], per_k: int, *, noise: bool, seed: int, split: str,
+              skip: int = 0) -> list[dict]:
     """StepGame rows (story, question, label, k, hops, noisy) for ``ks``: generated or read from files.
 
-    From files, only ``qa{k}_*.json`` files with a wanted k are read, and at most ``per_k`` rows
-    per (k, clean/noisy) are kept (0 = all).
+    From files, only ``qa{k}_*.json`` files with a wanted k are read; per (k, clean/noisy) the
+    first ``skip`` rows are passed over and at most ``per_k`` of the rest kept (0 = all).
     """
     if source == GENERATE:
         from raypost.stepgame.generator import generate
 
-        return [r for k in ks for r in generate(k, per_k, noise=noise, seed=seed, split=split)]
+        return [r for k in ks for r in generate(k, skip + per_k, noise=noise, seed=seed, split=split)[skip:]]
     from raypost.stepgame.loader import read_rows, stepgame_files
 
-    rows, taken = [], {}
+    rows, taken, seen = [], {}, {}
     for f in stepgame_files(data_paths(source)):
         m = _FILE_K.search(f.name)
         if m and int(m.group(1)) not in ks:
             continue  # skip reading (and checking) files of other k
-        for row in read_rows(f, per_k if (m and per_k) else None):
+        for row in read_rows(f, skip + per_k if (m and per_k) else None):
             group = (row["k"], row["noisy"])
-            if row["k"] in ks and (not per_k or taken.get(group, 0) < per_k):
+            if row["k"] not in ks:
+                continue
+            seen[group] = seen.get(group, 0) + 1
+            if seen[group] > skip and (not per_k or taken.get(group, 0) < per_k):
                 taken[group] = taken.get(group, 0) + 1
                 rows.append(row)
     if not rows:
-        raise DataError(f"{source}: no rows with k in {ks}")
+        raise DataError(f"{source}: no rows with k in {ks}" + (f" after skipping {skip} per k" if skip else ""))
     return rows
 
 

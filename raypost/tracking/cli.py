@@ -9,13 +9,14 @@ from pathlib import Path
 
 from raypost import knobs
 from raypost.errors import ConfigError, DataError, TrackingError
+from raypost.files import writable_dir, write_output
 
 
 def cli_promote(args) -> int:
     from raypost.tracking.registry import promote
     from raypost.tracking.runs import client_for
 
-    client = client_for(knobs.tracking_uri(args.tracking_uri))
+    client = client_for(knobs.tracking_uri(args.tracking_uri), create=False)
     version, run, value = promote(client, args.target, args.name, args.metric, args.mode, args.alias)
     print(f"registered {args.name} version {version.version} from run {run.info.run_id} "
           f"({run.info.run_name}, {value}); alias {args.alias!r} -> version {version.version}")
@@ -26,8 +27,14 @@ def read_rows(path: str) -> list[dict]:
     """JSONL rows (``story``/``question``), or a StepGame file in the official JSON format."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"input file {path} does not exist")
-    text = p.read_text()
+        raise DataError(f"input file {path} does not exist" + (" (it is a directory)" if p.is_dir() else ""))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"input file {path} is not UTF-8 text (byte {exc.start}); give JSONL rows or a "
+                        "StepGame JSON file") from None
+    except OSError as exc:
+        raise DataError(f"input file {path}: cannot read ({exc.strerror})") from None
     if p.suffix == ".json":
         from raypost.stepgame import read_rows as read_stepgame
 
@@ -48,16 +55,18 @@ def cli_predict(args) -> int:
     from raypost.inference import load_predictor
 
     rows = read_rows(args.input)
+    if args.output:  # before the model loads and predicts, not after
+        if Path(args.output).is_dir():
+            raise ConfigError(f"--output {args.output} is a directory; give a file path")
+        writable_dir(Path(args.output).parent, "--output")
     predictor = load_predictor(args.model_uri, tracking_uri=knobs.tracking_uri(args.tracking_uri))
     predictions = predictor.predict(rows)
-    out = open(args.output, "w") if args.output else sys.stdout
-    try:
-        for row, prediction in zip(rows, predictions):
-            out.write(json.dumps({**{k: row[k] for k in ("source", "label") if k in row},
-                                  "prediction": prediction}) + "\n")
-    finally:
-        if args.output:
-            out.close()
+    text = "".join(json.dumps({**{k: row[k] for k in ("source", "label") if k in row}, "prediction": prediction})
+                   + "\n" for row, prediction in zip(rows, predictions))
+    if args.output:
+        write_output(args.output, text, "--output")
+    else:
+        sys.stdout.write(text)
     labelled = [(r["label"], p) for r, p in zip(rows, predictions) if "label" in r]
     if labelled:
         correct = sum(label == p for label, p in labelled)
@@ -85,8 +94,19 @@ def cli_ui(args) -> int:
 def cli_eval(args) -> int:
     if not args.adapter and not args.model:
         raise ConfigError("give --adapter or --model to evaluate")
+    if args.run_id:  # the run must exist before minutes of evaluation, not after
+        from raypost.tracking.runs import client_for
+
+        try:
+            client_for(knobs.tracking_uri(args.tracking_uri), create=False).get_run(args.run_id)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise TrackingError(f"--run-id {args.run_id}: no such MLflow run at "
+                                f"{knobs.tracking_uri(args.tracking_uri)} ({type(exc).__name__})") from None
     from raypost.stepgame import evaluate, load_stepgame, to_markdown, write_results
 
+    writable_dir(args.out, "--out")  # before the evaluation, not after it
     ds = load_stepgame(args.data.split(","), limit_per_file=args.limit)
     from raypost.inference import load_predictor
 

@@ -23,24 +23,7 @@ ADAPTER_DIR = "adapter"
 ALIAS = "champion"
 
 
-class AdapterModel:
-    """Built lazily so importing this module does not import mlflow.pyfunc."""
-
-    @staticmethod
-    def create():
-        import mlflow.pyfunc
-
-        class _AdapterModel(mlflow.pyfunc.PythonModel):
-            def load_context(self, context):
-                from raypost.inference import load_predictor
-
-                self.predictor = load_predictor(context.artifacts["adapter"])
-
-            def predict(self, context, model_input, params=None):
-                rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-                return self.predictor.predict(rows)
-
-        return _AdapterModel()
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # models from code: no pickle (see that file)
 
 
 def log_adapter_artifacts(client, run_id: str, adapter_dir: Path, metric: str, value: float, step: int) -> None:
@@ -69,7 +52,7 @@ def log_adapter_model(run_id: str, tracking_uri: str, adapter_dir: Path, log_art
     before = client.get_run(run_id).info
     with mlflow.start_run(run_id=run_id):  # the model is logged into the run's experiment
         info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=AdapterModel.create(), artifacts={"adapter": str(adapter_dir)},
+            name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts={"adapter": str(adapter_dir)},
             # raypost brings torch/transformers; skip MLflow's slow requirement inference
             pip_requirements=[f"raypost=={__version__}"])
     # leaving start_run() marked the run FINISHED now: put back its status (and end time)

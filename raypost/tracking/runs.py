@@ -22,18 +22,24 @@ def experiment_name(method: str) -> str:
     return f"raypost-{method}"
 
 
-def client_for(uri: str):
-    """An ``MlflowClient`` for ``uri``, after checking that the server answers (fast)."""
+def client_for(uri: str, create: bool = True):
+    """An ``MlflowClient`` for ``uri``, after checking that the server answers (fast).
+    ``create=False`` (commands that only read: promote, report, eval's --run-id): a SQLite
+    store that does not exist is an error, not a new empty database."""
     from mlflow.tracking import MlflowClient
 
-    check_reachable(uri)
+    check_reachable(uri, create=create)
     return MlflowClient(uri)
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
+def check_reachable(uri: str, timeout: float = 5.0, create: bool = True) -> None:
     if not uri.startswith(("http://", "https://")):
         if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            db = Path(uri[len("sqlite:///"):])
+            if not create and not db.is_file():
+                raise TrackingError(f"no MLflow store at {db} (nothing has been tracked there; "
+                                    "pass --tracking-uri or set MLFLOW_TRACKING_URI)")
+            db.parent.mkdir(parents=True, exist_ok=True)
         return
     import requests
 
@@ -123,6 +129,8 @@ def trial_run(client, parent_run_id: str, trial_id: str, trial_name: str, params
     if runs:
         run_id = runs[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        if "raypost.interrupted" in runs[0].data.tags:  # resumed: no longer an interrupted trial
+            client.delete_tag(run_id, "raypost.interrupted")
         return run_id
     run = client.create_run(parent.info.experiment_id, run_name=trial_name, tags={
         PARENT_TAG: parent_run_id, SWEEP_TAG: sweep, ROLE_TAG: "trial", TRIAL_TAG: trial_id,
@@ -146,17 +154,40 @@ def log_params(client, run_id: str, params: dict) -> None:
         client.log_batch(run_id, params=new[i:i + 100])
 
 
-def close_dangling_trials(client, parent_run_id: str) -> int:
-    """Trials the scheduler stopped are killed mid-run, before they close their MLflow run: mark
-    them KILLED (not left RUNNING), or FINISHED when they had logged their last step (a stop at
-    the last report; the final evaluation runs before it, so nothing is missing)."""
+def close_dangling_trials(client, parent_run_id: str, interrupted: set[str] | None = None,
+                          quiet: bool = False) -> int:
+    """Close trial runs left RUNNING. The scheduler kills the trials it stops before they close
+    their MLflow run: those become KILLED (``raypost.stopped_early=true``), or FINISHED when they
+    had logged their last step. Trials a signal stopped (their Tune trial id in ``interrupted``;
+    every open trial when ``interrupted`` is None and ``quiet``, the hard-stop path) become KILLED
+    with ``raypost.interrupted=true`` and no early-stop tag: ``--resume`` reruns them.
+    ``quiet``: best effort, tracking errors ignored (the process is stopping anyway)."""
     closed = 0
-    for run in trial_runs(client, parent_run_id):
-        if run.info.status == "RUNNING":
-            steps, reached = run.data.params.get("steps"), run.data.metrics.get("step")
-            complete = steps is not None and reached is not None and reached >= float(steps)
-            client.set_tag(run.info.run_id, "raypost.stopped_early", str(not complete).lower())
-            client.set_terminated(run.info.run_id, status="FINISHED" if complete else "KILLED")
+    try:
+        for run in trial_runs(client, parent_run_id):
+            if run.info.status != "RUNNING":
+                continue
+            trial = run.data.tags.get(TRIAL_TAG)
+            if (interrupted is None and quiet) or (interrupted and trial in interrupted):
+                client.set_tag(run.info.run_id, "raypost.interrupted", "true")
+                client.set_terminated(run.info.run_id, status="KILLED")
+            else:
+                steps, reached = run.data.params.get("steps"), run.data.metrics.get("step")
+                complete = steps is not None and reached is not None and reached >= float(steps)
+                client.set_tag(run.info.run_id, "raypost.stopped_early", str(not complete).lower())
+                client.set_terminated(run.info.run_id, status="FINISHED" if complete else "KILLED")
             closed += 1
+    except Exception:
+        if not quiet:
+            raise
     return closed
 
+
+def close_sweep_run(client, parent_run_id: str, status: str) -> None:
+    """The last word on a sweep's parent run; never raises (it runs while an error unwinds)."""
+    try:
+        client.set_terminated(parent_run_id, status=status)
+    except Exception as exc:  # the tracking store is gone: say so, keep the original outcome
+        import sys
+
+        print(f"raypost: could not mark sweep run {parent_run_id} {status}: {type(exc).__name__}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from raypost.files import write_text_atomic
 from raypost.tracking import runs
 
 
@@ -39,10 +40,15 @@ def _fmt(value) -> str:
     return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
 
-def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir: Path | None, study=None) -> str:
-    """Close dangling trials, log the summary and plots to the parent run, return the summary."""
-    runs.close_dangling_trials(client, parent_run_id)
-    _tag_stopped_early(client, parent_run_id, results)
+def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir: Path | None, study=None,
+                     interrupted: set[str] | None = None) -> tuple[str, str]:
+    """Close dangling trials, log the summary and plots to the parent run. Returns the summary and
+    the status the parent run must end with (the caller closes it, whatever happens here).
+
+    ``interrupted``: None for a sweep that ran to its end, else the ids of the trials a signal
+    stopped (told apart from the ones the scheduler stopped early)."""
+    runs.close_dangling_trials(client, parent_run_id, interrupted=interrupted)
+    _tag_stopped_early(client, parent_run_id, results, skip=interrupted or set())
     metric, mode = space.metric, space.mode
     rows = trial_table(client, parent_run_id, metric, mode)
     table = format_table(rows, metric, list(space.search))
@@ -54,29 +60,30 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
         client.log_text(parent_run_id, yaml.safe_dump(best_config, sort_keys=True), "best_config.yaml")
         if experiment_dir is not None:
             experiment_dir.mkdir(parents=True, exist_ok=True)
-            (experiment_dir / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=True))
+            write_text_atomic(experiment_dir / "best_config.yaml", yaml.safe_dump(best_config, sort_keys=True))
     client.log_text(parent_run_id, table, "summary.md")
     if study is not None:
         _log_optuna_plots(client, parent_run_id, study, space)
     errors = sum(1 for r in results if r.error) if results is not None else 0
-    interrupted = results is not None and len(results) < space.samples
-    # an interrupted sweep stays resumable: KILLED now, RUNNING again on --resume
-    client.set_terminated(parent_run_id, status="KILLED" if interrupted else "FAILED" if best is None else "FINISHED")
-    if interrupted:
-        return f"sweep interrupted after {len(rows)} of {space.samples} trials; continue it with --resume"
+    if interrupted is not None:
+        # KILLED, and resumable: --resume sets the run RUNNING again and redoes only what is missing
+        return (f"sweep interrupted with {len(rows)} of {space.samples} trials started "
+                f"({len(interrupted)} stopped mid-run); continue it with --resume --name "
+                f"{client.get_run(parent_run_id).data.tags.get(runs.SWEEP_TAG)}"), "KILLED"
     head = f"sweep finished: {len(rows)} trials, {errors} errored; best {metric} = " + \
         (_fmt(best[metric]) + f" (run {best['run_id']})" if best else "none")
     where = f"\nbest config: {experiment_dir / 'best_config.yaml'}" if best and experiment_dir else ""
-    return f"{head}{where}\n\n{table}"
+    return f"{head}{where}\n\n{table}", "FINISHED" if best else "FAILED"
 
 
-def _tag_stopped_early(client, parent_run_id: str, results) -> None:
-    """Mark trials the scheduler stopped before their last step (from Tune's own results)."""
+def _tag_stopped_early(client, parent_run_id: str, results, skip: set[str]) -> None:
+    """Mark trials the scheduler stopped before their last step (from Tune's own results);
+    trials in ``skip`` were stopped by a signal, not by the scheduler."""
     by_trial = {r.data.tags.get(runs.TRIAL_TAG): r.info.run_id for r in runs.trial_runs(client, parent_run_id)}
     for result in results or []:
         metrics, config = result.metrics or {}, result.config or {}
         run_id = by_trial.get(metrics.get("trial_id"))
-        if run_id and "step" in metrics and "steps" in config:
+        if run_id and "step" in metrics and "steps" in config and metrics.get("trial_id") not in skip:
             client.set_tag(run_id, "raypost.stopped_early", str(metrics["step"] < config["steps"]).lower())
 
 

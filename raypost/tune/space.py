@@ -20,19 +20,22 @@ Every key is checked against the method's config dataclasses; problems raise ``C
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raypost.configs import field_names, split_flat
+from raypost.configs import check_type, field_names, split_flat
 from raypost.errors import ConfigError
 from raypost.recipes import get_recipe
 from raypost.recipes.base import Recipe
 
-TOP_KEYS = {"method", "samples", "workers", "scheduler", "objectives", "fixed", "search", "seed",
+TOP_KEYS = {"method", "samples", "workers", "cpus_per_worker", "scheduler", "objectives", "fixed", "search", "seed",
             "points_to_evaluate"}
+# top-level keys with a type: (type, smallest allowed value, default)
+TOP_TYPED = {"samples": (int, 1, 4), "workers": (int, 1, 2), "cpus_per_worker": (float, 0.01, 1.0), "seed": (int, 0, 0)}
 DIST_TYPES = {"int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"},
               "categorical": {"values"}}
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"  # package data: wheels carry it
@@ -47,6 +50,7 @@ class SearchSpace:
     objectives: dict[str, str] = field(default_factory=lambda: {"eval_accuracy": "max"})
     samples: int = 4
     workers: int = 2
+    cpus_per_worker: float = 1.0
     scheduler: str = "asha"
     seed: int = 0
     points_to_evaluate: list[dict] = field(default_factory=list)
@@ -80,8 +84,33 @@ class SearchSpace:
 
     def as_dict(self) -> dict:
         return {"method": self.method, "samples": self.samples, "workers": self.workers,
-                "scheduler": self.scheduler, "seed": self.seed, "objectives": self.objectives,
+                "cpus_per_worker": self.cpus_per_worker, "scheduler": self.scheduler, "seed": self.seed,
+                "objectives": self.objectives,
                 "fixed": self.fixed, "search": self.search, "points_to_evaluate": self.points_to_evaluate}
+
+
+def check_overrides(overrides: dict, recipe: Recipe, known: set) -> None:
+    """``--set`` values are the user's, not the file's: their errors name the flag."""
+    for key, value in overrides.items():
+        if key not in known:
+            raise ConfigError(f"--set {key}: unknown config key for method {recipe.name} "
+                              f"(`raypost train {recipe.name} --help-config` lists them)")
+        for cls in recipe.config_classes:
+            for f in dataclasses.fields(cls):
+                if f.name == key:
+                    try:
+                        check_type(key, value, f.type)
+                    except ConfigError as exc:
+                        raise ConfigError(f"--set {exc}") from None
+
+
+def top_value(key: str, value, kind: type, low: float, fail):
+    """A top-level number of a space (samples, workers, ...): the right type and at least ``low``."""
+    ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value < low:
+        what = "a whole number" if kind is int else "a number"
+        fail(f"{key}={value!r} must be {what} >= {low:g}")
+    return kind(value)
 
 
 def default_space_file(method: str) -> Path:
@@ -90,10 +119,16 @@ def default_space_file(method: str) -> Path:
 
 def load_space(path: str | Path, method: str, overrides: dict | None = None) -> SearchSpace:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"search space {path} is a directory; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"search space file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a search space is a UTF-8 YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -104,6 +139,9 @@ def load_space(path: str | Path, method: str, overrides: dict | None = None) -> 
 
 
 def validate_space(raw: dict, method: str, source: str = "<space>", overrides: dict | None = None) -> SearchSpace:
+    if overrides:  # a value may come from the command line: say so instead of blaming the file alone
+        source = f"{source} with " + " ".join(f"--set {k}={v}" for k, v in overrides.items())
+
     def fail(msg: str):
         raise ConfigError(f"{source}: {msg}")
 
@@ -114,6 +152,7 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
         fail(f"method is {raw['method']!r} but the sweep is for {method!r}")
     recipe = get_recipe(method)
     known = set().union(*(field_names(c) for c in recipe.config_classes))
+    check_overrides(overrides or {}, recipe, known)
     fixed = {**(raw.get("fixed") or {}), **(overrides or {})}
     search = raw.get("search") or {}
     for section, keys in (("fixed", fixed), ("search", search)):
@@ -133,9 +172,10 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
     for metric in objectives:
         if metric not in reported:
             fail(f"objective {metric!r} is not a metric {method} reports (one of {', '.join(reported)})")
-    space = SearchSpace(method=method, fixed=fixed, search=search, objectives=objectives,
-                        samples=int(raw.get("samples", 4)), workers=int(raw.get("workers", 2)),
-                        scheduler=raw.get("scheduler", "asha"), seed=int(raw.get("seed", 0)),
+    top = {key: top_value(key, raw.get(key, default), kind, low, fail)
+           for key, (kind, low, default) in TOP_TYPED.items()}
+    space = SearchSpace(method=method, fixed=fixed, search=search, objectives=objectives, **top,
+                        scheduler=raw.get("scheduler", "asha"),
                         points_to_evaluate=list(raw.get("points_to_evaluate") or []), source=source)
     for point in space.points_to_evaluate:
         if not isinstance(point, dict) or set(point) - set(search):
@@ -150,8 +190,6 @@ def validate_space(raw: dict, method: str, source: str = "<space>", overrides: d
             if not inside:
                 allowed = spec["values"] if spec["type"] == "categorical" else f"[{spec['low']}, {spec['high']}]"
                 fail(f"points_to_evaluate: {key}={value!r} is outside search.{key} {allowed}")
-    if space.samples < 1:
-        fail(f"samples={space.samples} must be at least 1")
     if space.scheduler not in ("asha", "fifo"):
         fail(f"scheduler={space.scheduler!r} is not asha or fifo")
     try:
@@ -251,5 +289,9 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} must look like key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not a YAML scalar or list "
+                              f"({getattr(exc, 'problem', exc)}); quote it as a string") from None
     return out

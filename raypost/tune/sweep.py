@@ -13,14 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from raypost import knobs
-from raypost.errors import ConfigError
+from raypost.errors import ConfigError, Interrupted
 from raypost.train.launch import Scaling, build_trainer
 from raypost.tune.space import SearchSpace, default_space_file, load_space, parse_overrides, space_bounds
 
@@ -77,32 +80,63 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
 
 
 def run_sweep(space: SearchSpace, opts: SweepOptions):
-    """Run (or resume) a sweep; returns the Tune ``ResultGrid``."""
+    """Run (or resume) a sweep; returns the Tune ``ResultGrid`` and the summary text. Raises
+    ``Interrupted`` (exit 130) after closing everything when a SIGINT/SIGTERM stopped it."""
+    from raypost.tracking import runs
+
+    # the space as run: --samples/--workers/--scheduler override the file, and the logged
+    # search_space.yaml and the "finished or interrupted" verdict must count the same trials
+    space = replace(space, samples=opts.samples, workers=opts.scaling.workers,
+                    cpus_per_worker=opts.scaling.cpus_per_worker, scheduler=opts.scheduler)
+    client = runs.client_for(opts.tracking_uri)  # unreachable server: stop before Ray starts
+    parent_run_id = runs.start_sweep_run(client, space.method, opts.name, opts.resume, params={
+        **{f"fixed.{k}": v for k, v in space.fixed.items()},
+        **{f"search.{k}": json.dumps(v) for k, v in space.search.items()},
+        "samples": opts.samples, "scheduler": opts.scheduler, "workers": opts.scaling.workers,
+        "cpus_per_worker": opts.scaling.cpus_per_worker, "gpus_per_worker": opts.scaling.gpus_per_worker,
+        "placement": opts.scaling.placement_strategy,
+        "objectives": json.dumps(space.objectives)})
+    # From here on the parent run is always closed: FINISHED, FAILED (no trial scored, or a
+    # crash: the exception goes on) or KILLED (interrupted; --resume sets it RUNNING again).
+    status = "FAILED"
+    try:
+        client.log_text(parent_run_id, yaml.safe_dump(space.as_dict(), sort_keys=False), "search_space.yaml")
+        with StopSignals() as stop:
+            results = _fit(space, opts, parent_run_id)
+        from raypost.tracking.sweep_artifacts import finish_sweep_run
+
+        study = None
+        if space.search:
+            import optuna
+
+            study = optuna.load_study(study_name=opts.name,
+                                      storage=knobs.optuna_storage(f"{opts.storage}/{opts.name}"))
+        experiment = Path(opts.storage) / opts.name if "://" not in opts.storage else None
+        interrupted = _unfinished_trials(results) if stop.received else None
+        summary, status = finish_sweep_run(client, parent_run_id, results, space, experiment, study,
+                                           interrupted=interrupted)
+    except KeyboardInterrupt:  # a second signal: stop now, close what is open
+        status = "KILLED"
+        runs.close_dangling_trials(client, parent_run_id, interrupted=None, quiet=True)
+        raise
+    finally:
+        runs.close_sweep_run(client, parent_run_id, status)
+    if stop.received:
+        raise Interrupted(f"{stop.received}: {summary}")
+    return results, summary
+
+
+def _fit(space: SearchSpace, opts: SweepOptions, parent_run_id: str):
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from raypost.tracking import runs
-
-    # the space as run: --samples/--workers/--scheduler override the file, and the logged
-    # search_space.yaml and the "finished or interrupted" verdict must count the same trials
-    space = replace(space, samples=opts.samples, workers=opts.scaling.workers, scheduler=opts.scheduler)
-    client = runs.client_for(opts.tracking_uri)  # unreachable server: stop before Ray starts
-    parent_run_id = runs.start_sweep_run(client, space.method, opts.name, opts.resume, params={
-        **{f"fixed.{k}": v for k, v in space.fixed.items()},
-        **{f"search.{k}": json.dumps(v) for k, v in space.search.items()},
-        "samples": opts.samples, "scheduler": opts.scheduler, "workers": opts.scaling.workers,
-        "gpus_per_worker": opts.scaling.gpus_per_worker, "placement": opts.scaling.placement_strategy,
-        "objectives": json.dumps(space.objectives)})
-    client.log_text(parent_run_id, yaml.safe_dump(space.as_dict(), sort_keys=False), "search_space.yaml")
-
     knobs.apply_defaults()
     if not ray.is_initialized():
         ray.init(address=opts.address, runtime_env={"env_vars": knobs.worker_env()},
                  **_local_resources(opts))
-    experiment = Path(opts.storage) / opts.name if "://" not in opts.storage else None
     ctx = TrialContext(opts.name, parent_run_id, opts.tracking_uri, opts.storage, opts.scaling,
                        space.metric, space.mode, opts.max_failures, opts.keep_checkpoints)
     # the trial driver only waits on its TorchTrainer; Tune rejects 0 CPUs, so give it a sliver
@@ -125,16 +159,56 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
             run_config=tune.RunConfig(name=opts.name, storage_path=opts.storage, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=min(1, opts.max_failures))),
         )
-    results = tuner.fit()
-    from raypost.tracking.sweep_artifacts import finish_sweep_run
+    return tuner.fit()
 
-    study = None
-    if space.search:
-        import optuna
 
-        study = optuna.load_study(study_name=opts.name, storage=knobs.optuna_storage(f"{opts.storage}/{opts.name}"))
-    summary = finish_sweep_run(client, parent_run_id, results, space, experiment, study)
-    return results, summary
+class StopSignals:
+    """SIGINT and SIGTERM while the sweep runs. The first one asks Tune to stop the way Tune
+    stops itself (SIGUSR1: running trials are stopped and the experiment state is saved, so
+    ``--resume`` continues); ``received`` then names the signal. A second one, or one that
+    arrives before Tune listens, stops at once (KeyboardInterrupt). Tune's own SIGINT handler
+    is switched off for the duration: it would swallow the interrupt and let the sweep look
+    finished."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old: dict = {}
+        self._env: str | None = None
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        tune_listens = callable(signal.getsignal(signal.SIGUSR1))
+        if self.received is not None or not tune_listens:
+            self.received = self.received or signal.Signals(signum).name
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"raypost: {self.received}: stopping the sweep after saving its state "
+              "(send it again to stop at once)", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        if self._env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
+
+
+def _unfinished_trials(results) -> set[str]:
+    """Trial ids Tune had not finished when it stopped (neither terminated nor errored)."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    if analysis is None:
+        return set()
+    return {t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")}
 
 
 def _searcher(space: SearchSpace, opts: SweepOptions, OptunaSearch):
@@ -182,16 +256,27 @@ def _max_concurrent(scaling: Scaling) -> int:
     return max(1, int(min(fits)))
 
 
+def check_flags(args) -> None:
+    """The numeric command-line flags, before any file is read: a flag that is given is used,
+    never silently replaced by the space's value."""
+    for flag, low in (("samples", 1), ("workers", 1), ("cpus_per_worker", 0.01), ("gpus_per_worker", 0),
+                      ("max_failures", 0)):
+        value = getattr(args, flag, None)
+        if value is not None and value < low:
+            raise ConfigError(f"--{flag.replace('_', '-')}={value:g} must be at least {low:g}")
+
+
 def options_from_args(args, space: SearchSpace) -> SweepOptions:
+    check_flags(args)
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name of the sweep to resume")
     samples = args.samples if args.samples is not None else space.samples
-    if samples < 1:
-        raise ConfigError(f"--samples={samples} must be at least 1")
+    workers = args.workers if args.workers is not None else space.workers
+    cpus = args.cpus_per_worker if args.cpus_per_worker is not None else space.cpus_per_worker
     return SweepOptions(
         name=args.name or f"{space.method}-{dt.datetime.now():%Y%m%d-%H%M%S}",
         storage=knobs.storage_path(args.storage), tracking_uri=knobs.tracking_uri(args.tracking_uri),
-        scaling=Scaling(workers=args.workers or space.workers, cpus_per_worker=args.cpus_per_worker,
+        scaling=Scaling(workers=workers, cpus_per_worker=cpus,
                         gpus_per_worker=args.gpus_per_worker,
                         placement_strategy=getattr(args, "placement", None) or "PACK"),
         samples=samples, scheduler=args.scheduler or space.scheduler, address=args.address, resume=args.resume,
@@ -202,6 +287,7 @@ def cli_sweep(args) -> int:
     from raypost.recipes import get_recipe
 
     get_recipe(args.method)  # an unknown method is named before any file is looked for
+    check_flags(args)
     space = load_space(args.space or default_space_file(args.method), args.method, parse_overrides(args.set))
     opts = options_from_args(args, space)
     _, summary = run_sweep(space, opts)
@@ -221,8 +307,10 @@ def cli_train(args) -> int:
             for name, default, text in help_table(cls):
                 print(f"{name:22} {default!r:28} {text}")
         return 0
+    check_flags(args)
     fixed = _load_flat(args.config) if args.config else {}
     raw = {"method": args.method, "samples": 1, "workers": args.workers, "scheduler": "fifo",
+           "cpus_per_worker": args.cpus_per_worker,
            "fixed": {**fixed, **parse_overrides(args.set)}}
     if getattr(args, "objective", None):
         raw["objectives"] = parse_objective(args.objective)
@@ -248,9 +336,11 @@ def _load_flat(path: str) -> dict:
     """A run config: a flat YAML mapping of config keys (``raypost train --help-config``)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist" + (" (it is a directory)" if p.is_dir() else ""))
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a UTF-8 YAML file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):

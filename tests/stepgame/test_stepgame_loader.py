@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from raypost.errors import DataError
+from raypost.errors import ConfigError, DataError
 from raypost.stepgame import LABELS, check_example, format_input, load_stepgame, match_label, read_rows, save_stepgame
 
 
@@ -107,3 +107,32 @@ def test_format_input():
 ])
 def test_match_label(text, label):
     assert match_label(text) == label
+
+
+def test_eval_skip_splits_one_file_into_selection_and_report_rows(stepgame_dir):
+    """The results experiments choose trials on rows 0-499 of qa1_valid.json and report on rows
+    500-999: the two halves are exactly the file's rows, in order, with nothing shared."""
+    from raypost.stepgame.loader import read_rows
+    from raypost.stepgame.task import StepgameDataConfig, load_eval_rows
+
+    clean = str(stepgame_dir / "clean")
+    pick = dict(eval_data=clean, eval_k="1", eval_per_k=500)
+    select = load_eval_rows(StepgameDataConfig(**pick))
+    report = load_eval_rows(StepgameDataConfig(**pick, eval_skip=500))
+    whole = read_rows(stepgame_dir / "clean" / "qa1_valid.json")
+    assert len(whole) == 1000
+    key = lambda r: (r["story"], r["question"], r["label"])  # noqa: E731
+    assert [key(r) for r in select] == [key(r) for r in whole[:500]]
+    assert [key(r) for r in report] == [key(r) for r in whole[500:]]
+    with pytest.raises(DataError, match="no rows with k in \\[1\\] after skipping 1000 per k"):
+        load_eval_rows(StepgameDataConfig(**pick, eval_skip=1000))
+    with pytest.raises(ConfigError, match="eval_skip"):
+        StepgameDataConfig(**pick, eval_skip=-1)
+
+
+def test_eval_skip_on_generated_rows_takes_the_rows_after_the_first_ones():
+    from raypost.stepgame.task import StepgameDataConfig, load_eval_rows
+
+    first = load_eval_rows(StepgameDataConfig(eval_k="2", eval_per_k=30))
+    later = load_eval_rows(StepgameDataConfig(eval_k="2", eval_per_k=10, eval_skip=20))
+    assert [r["story"] for r in later] == [r["story"] for r in first[20:]]

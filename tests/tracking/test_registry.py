@@ -6,6 +6,7 @@ trained adapter does."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -118,8 +119,15 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
     local = [load_predictor(c).predict(rows) for c in ckpts]
     assert from_registry in local
     mlflow.set_tracking_uri(uri)
+    # models from code: the model folder carries the model's source file and no pickle at all
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/stepgame-dept@champion",
+                                                         dst_path=str(tmp / "model")))
+    stored = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+    assert not [p for p in stored if p.endswith((".pkl", ".pickle", ".cloudpickle"))], stored
+    assert "pyfunc_model.py" in {Path(p).name for p in stored}, stored
     pyfunc = mlflow.pyfunc.load_model("models:/stepgame-dept@champion")
     assert list(pyfunc.predict(pd.DataFrame(rows))) == from_registry
+    leftovers = set(Path(tempfile.gettempdir()).glob("raypost-adapter-*"))
 
     inp = tmp / "rows.jsonl"
     inp.write_text("".join(json.dumps({"story": r["story"], "question": r["question"], "label": r["label"]}) + "\n"
@@ -130,6 +138,7 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
                  "--tracking-uri", uri]) == 0
     preds = [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
     assert preds == from_registry
+    assert set(Path(tempfile.gettempdir()).glob("raypost-adapter-*")) == leftovers  # the download was removed
     acc = sum(p == r["label"] for p, r in zip(preds, rows)) / len(rows)
     assert f"accuracy {acc:.4f} on 40 labelled rows" in capsys.readouterr().err
 

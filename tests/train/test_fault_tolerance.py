@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from raypost.train.launch import Scaling
 from raypost.tune.space import validate_space
 from raypost.tune.sweep import SweepOptions, run_sweep
@@ -43,8 +45,12 @@ def _sweep_cmd(space, tmp_path, tracking_uri, address, *extra):
             "--address", address, "--workers", "1", "--max-failures", "0", *extra]
 
 
-def test_interrupted_sweep_resumes_without_duplicates(ray_cluster, tmp_path, tracking_uri, mlflow_client):
-    """Also the multi-objective option: accuracy up, trainable parameters down (a Pareto front)."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_sweep_resumes_without_duplicates(sig, ray_cluster, tmp_path, tracking_uri, mlflow_client):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM mid-sweep: exit 130, the parent run KILLED, a
+    trial the signal cut short marked interrupted (not early-stopped); ``--resume`` finishes the
+    same trials and runs, none duplicated. Also the multi-objective option: accuracy up, trainable
+    parameters down (a Pareto front)."""
     space = tmp_path / "space.yaml"
     space.write_text("""\
 method: raypost.recipes.synthetic
@@ -72,10 +78,20 @@ search:
     while not finished_trials() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(2)
     assert finished_trials(), (tmp_path / "first.log").read_text()[-3000:]
-    first.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
-    first.wait(timeout=120)
+    first.send_signal(sig)  # Tune saves its state and stops
+    assert first.wait(timeout=180) == 130, (tmp_path / "first.log").read_text()[-3000:]
+    last_line = (tmp_path / "first.log").read_text().strip().splitlines()[-1]
+    assert last_line.startswith(f"raypost: {sig.name}: sweep interrupted with ") and "--resume" in last_line
     done_before = {r.info.run_id for r in finished_trials()}
     assert 1 <= len(done_before) < 3
+    exp = mlflow_client.get_experiment_by_name("raypost-raypost.recipes.synthetic")
+    before = mlflow_client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in before if r.data.tags["raypost.role"] == "sweep"]
+    assert parent.info.status == "KILLED"
+    for t in before:
+        assert t.info.status != "RUNNING"  # nothing left open
+        if t.data.tags.get("raypost.interrupted") == "true":  # cut short by the signal, not by the scheduler
+            assert t.info.status == "KILLED" and "raypost.stopped_early" not in t.data.tags
 
     resumed = subprocess.run(_sweep_cmd(space, tmp_path, tracking_uri, ray_cluster, "--resume"),
                              capture_output=True, text=True, env=env, timeout=600)
@@ -86,7 +102,7 @@ search:
     trials = [r for r in runs if r.data.tags["raypost.role"] == "trial"]
     assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
     assert len(trials) == 3 and len({t.data.tags["raypost.trial_id"] for t in trials}) == 3
-    assert all(t.info.status == "FINISHED" for t in trials)
+    assert all(t.info.status == "FINISHED" and "raypost.interrupted" not in t.data.tags for t in trials)
     assert done_before <= {t.info.run_id for t in trials}  # finished trials were kept, not redone
     parent_files = {a.path for a in mlflow_client.list_artifacts(sweeps[0].info.run_id, "optuna")}
     assert "optuna/pareto_front.png" in parent_files

@@ -33,7 +33,7 @@ def run(capsys, *argv):
     (GOOD.replace("{type: float, low: 0.01, high: 0.1, log: true}", "{type: categorical, values: []}"),
      "search.lr: categorical needs a non-empty list of values"),
     (GOOD.replace("type: float", "type: normal"), "search.lr needs a type"),
-    (GOOD.replace("samples: 2", "samples: 0"), "samples=0 must be at least 1"),
+    (GOOD.replace("samples: 2", "samples: 0"), "samples=0 must be a whole number >= 1"),
     (GOOD.replace("fixed: {steps: 10, eval_every: 5}", "fixed: {steps: 0}"), "steps=0 is below its minimum 1"),
     (GOOD.replace("steps: 10", "steps: 4.5"), "steps=4.5 must be a whole number"),
     (GOOD.replace("steps: 10", "steps: true"), "steps=True must be a whole number"),
@@ -45,6 +45,10 @@ def run(capsys, *argv):
     (GOOD + "objectives: {eval_acc: max}\n", "objective 'eval_acc' is not a metric raypost.recipes.synthetic reports"),
     (GOOD + "points_to_evaluate: [{lr: 5.0}]\n", "points_to_evaluate: lr=5.0 is outside search.lr [0.01, 0.1]"),
     (GOOD.replace("log: true}", "step: -0.01}"), "search.lr: step=-0.01 must be above 0"),
+    (GOOD.replace("samples: 2", "samples: four"), "samples='four' must be a whole number >= 1"),
+    (GOOD.replace("samples: 2", "samples: 2\nworkers: 0"), "workers=0 must be a whole number >= 1"),
+    (GOOD.replace("samples: 2", "samples: 2\ncpus_per_worker: -1"), "cpus_per_worker=-1 must be a number >= 0.01"),
+    (GOOD.replace("samples: 2", "samples: 2\nseed: 1.5"), "seed=1.5 must be a whole number >= 0"),
 ])
 def test_bad_space_exits_2_with_one_line(tmp_path, capsys, text, expected, tracking_uri):
     space = tmp_path / "space.yaml"
@@ -134,4 +138,44 @@ def test_dept_bad_readout_exits_2_before_ray(tmp_path, capsys, tracking_uri, fix
     code, err = run(capsys, "sweep", "dept", "--space", str(space), "--tracking-uri", tracking_uri,
                     "--storage", str(tmp_path / "ray"))
     assert code == 2 and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--set", "steps=abc"], "raypost: error: --set steps='abc' must be a whole number"),
+    (["--set", "warp=9"], "raypost: error: --set warp: unknown config key for method raypost.recipes.synthetic"),
+    (["--set", "steps=[1"], "raypost: error: --set 'steps=[1': the value is not a YAML scalar or list"),
+    (["--workers", "0"], "raypost: error: --workers=0 must be at least 1"),
+    (["--samples", "0"], "raypost: error: --samples=0 must be at least 1"),
+    (["--cpus-per-worker", "0"], "raypost: error: --cpus-per-worker=0 must be at least 0.01"),
+])
+def test_bad_flags_name_the_flag_not_the_file(tmp_path, capsys, argv, expected, tracking_uri):
+    """A value the user typed on the command line is blamed on the flag, never silently replaced."""
+    space = tmp_path / "space.yaml"
+    space.write_text(GOOD)
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(space),
+                    "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "ray"), *argv)
+    assert code == 2 and len(err) == 1 and err[0].startswith("raypost: error: ") and expected in err[0], err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+
+
+def test_space_that_is_not_a_utf8_file(tmp_path, capsys):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(GOOD.encode() + b"# caf\xe9\n")
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(latin))
+    assert code == 2 and len(err) == 1 and "latin.yaml: not UTF-8 text" in err[0]
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(tmp_path))
+    assert code == 2 and err == [f"raypost: error: search space {tmp_path} is a directory; give a YAML file"]
+    cfg = tmp_path / "run.yaml"
+    cfg.write_bytes(b"steps: 5 # \xff\n")
+    code, err = run(capsys, "train", "raypost.recipes.synthetic", "--config", str(cfg))
+    assert code == 2 and len(err) == 1 and "run.yaml: not UTF-8 text" in err[0]
+
+
+def test_a_model_path_from_set_is_blamed_on_the_flag(tmp_path, capsys, tracking_uri):
+    code, err = run(capsys, "sweep", "dept", "--set", "model=/nonexistent/path", "--tracking-uri", tracking_uri,
+                    "--storage", str(tmp_path / "ray"))
+    assert code == 2 and len(err) == 1, err
+    assert "dept.yaml with --set model=/nonexistent/path: model path '/nonexistent/path' does not exist " \
+           "(give a local folder or a Hugging Face id)" in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
