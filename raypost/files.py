@@ -29,15 +29,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def writable_dir(path: str | Path, flag: str) -> Path:
-    """``path`` as a folder raypost can write into (created if missing), else ConfigError naming ``flag``."""
+    """Check, without creating anything, that ``path`` is a folder raypost can create or write
+    into: its nearest existing ancestor must be a writable folder. Else ConfigError naming ``flag``."""
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".raypost-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {path}: cannot write there ({probe} is a file, not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot write there ({probe} is not writable)")
     return path
 
 
@@ -48,6 +51,7 @@ def write_output(path: str | Path, text: str, flag: str) -> Path:
         raise ConfigError(f"{flag} {path} is a directory; give a file path")
     writable_dir(path.parent, flag)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         return write_text_atomic(path, text)
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: cannot write ({exc.strerror or exc})") from None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,18 @@ def fmt(value, kind: str = "acc") -> str:
     return f"{value:.4f}"
 
 
+# Student's t, two-sided 95%, by degrees of freedom (n - 1): the interval of a mean over few seeds
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_interval(values: list[float]) -> str:
+    """``[lo, hi]``: the 95% t-interval of the mean of ``values`` (n >= 2), 4 decimals."""
+    n = len(values)
+    half = T95.get(n - 1, 1.96) * statistics.stdev(values) / math.sqrt(n)
+    mean = statistics.fmean(values)
+    return f"[{mean - half:.4f}, {mean + half:.4f}]"
+
+
 def mean_std(values: list[float]) -> str:
     """``mean ± sample std`` (n - 1), both 4 decimals."""
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
@@ -225,7 +238,7 @@ def section_sweeps(sweeps: list[Sweep]) -> list[str]:
                         "left out", "searched"], rows),
              "", "Fixed settings of each sweep (parent run params `fixed.*`):", ""]
     for s in sweeps:
-        lines.append(f"- `{s.name}`: " + ", ".join(f"`{k}={v}`" for k, v in sorted(s.fixed.items())))
+        lines.append(f"- `{s.name}`: " + ", ".join(f"`{k}={shown(k, v)}`" for k, v in sorted(s.fixed.items())))
     return lines
 
 
@@ -374,7 +387,8 @@ def section_seeds(sweeps: list[Sweep], out: Path) -> list[str]:
     lines = ["## (d) Mean and spread over seeds", "",
              f"Finished trials grouped by method and every hyperparameter except the seeds "
              f"({', '.join(f'`{k}`' for k in SEED_KEYS)}), within and across sweeps; groups with at least two "
-             "different seeds. Cells: mean ± sample standard deviation (n - 1) of the trials' metrics."]
+             "different seeds. Cells: mean ± sample standard deviation (n - 1) of the trials' metrics; the CI is "
+             "mean ± t(0.975, n - 1)·std/sqrt(n) (Student's t)."]
     groups = seed_groups(sweeps)
     if not groups:
         return lines + ["", "No setting was run with more than one seed in the given sweeps."]
@@ -386,11 +400,14 @@ def section_seeds(sweeps: list[Sweep], out: Path) -> list[str]:
         for metric in (ACC, *[f"{ACC}_k{k}" for k in ks]):
             values = [t.metrics[metric] for t in ts if metric in t.metrics]
             cells.append(mean_std(values) if len(values) >= 2 else fmt(values[0]) if values else "-")
+            if metric == ACC:
+                cells.append(mean_interval(values) if len(values) >= 2 else "-")
         rows.append([method, ", ".join(f"{k}={v}" for k, v in sorted(setting.items())) or "-", str(len(ts)),
                      seeds, *cells, ", ".join(sorted({t.sweep for t in ts})), ", ".join(t.run_id for t in ts)])
     lines += ["", "Seeds column: `seed/data_seed/adapter_init_seed` of each trial, in the order of the runs column.",
               "", "<!-- table: seeds -->",
-              *md_table(["method", "setting", "n", "seeds", "acc", *[f"k={k}" for k in ks], "sweeps", "runs"], rows),
+              *md_table(["method", "setting", "n", "seeds", "acc", "acc 95% CI of the mean",
+                         *[f"k={k}" for k in ks], "sweeps", "runs"], rows),
               "", _sources(sweeps)]
     _plot_seeds(groups, out / PLOTS["seeds"])
     return lines + ["", f"![mean over seeds]({PLOTS['seeds']})"]
@@ -538,6 +555,14 @@ def build_report(client, sweeps: list[str], out_dir) -> Path:
         for f in files:
             client.log_artifact(sweep.run_id, str(f), artifact_path=ARTIFACT_DIR)
     return md
+
+
+def shown(key: str, value: str) -> str:
+    """A setting as the report prints it: data paths (the sweeps log them absolute, for the
+    workers) relative to the working directory, so no report names the machine's folders."""
+    if key.endswith("_data") and value.startswith("/"):
+        return ",".join(os.path.relpath(part, Path.cwd()) for part in value.split(","))
+    return value
 
 
 def cli_report(args) -> int:

@@ -60,7 +60,8 @@ def test_eval_out_that_cannot_be_written_stops_before_evaluating(tmp_path, capsy
     blocker.write_text("x")
     code, err, _ = run(capsys, "eval", "stepgame", "--model", "tiny:t5", "--data", str(stepgame_file),
                        "--out", str(blocker / "sub"))
-    assert code == 2 and len(err) == 1 and err[0].startswith(f"raypost: error: --out {blocker / 'sub'}: cannot write")
+    assert code == 2 and err == [f"raypost: error: --out {blocker / 'sub'}: cannot write there "
+                                 f"({blocker} is a file, not a folder)"]
 
 
 def test_predict_refuses_binary_input_and_unwritable_output_before_loading(tmp_path, capsys):

@@ -255,6 +255,9 @@ def test_report_numbers_plots_rebuild_and_artifacts(store, capsys):
     for col, metric in (("acc", ACC), ("k=1", f"{ACC}_k1"), ("k=2", f"{ACC}_k2")):
         xs = [m[metric] for m in values]
         assert g16[col] == f"{statistics.fmean(xs):.4f} ± {statistics.stdev(xs):.4f}"
+    accs = [m[ACC] for m in values]
+    half = 3.182 * statistics.stdev(accs) / 2  # t(0.975, 3 df) * s / sqrt(4)
+    assert g16["acc 95% CI of the mean"] == f"[{statistics.fmean(accs) - half:.4f}, {statistics.fmean(accs) + half:.4f}]"
     assert g16["seeds"].split(", ") == ["0/0/-", "1/1/-", "2/2/-", "3/3/-"]
     assert seeds["labelled_per_label=64"]["n"] == "3"
 
@@ -399,3 +402,14 @@ def test_report_from_a_real_sweep(tmp_path, ray_cluster):
     parent = runs.find_sweep_run(client, "rep").info.run_id
     assert f"report/{REPORT_MD}" in {a.path for a in client.list_artifacts(parent, "report")}
     assert not math.isnan(client.get_run(mr[0]["run"]).data.metrics[ACC])
+
+
+def test_reports_print_data_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from raypost.report import shown
+
+    monkeypatch.chdir(tmp_path / "..")
+    here = tmp_path.resolve().parent
+    assert shown("eval_data", f"{here}/shared/clean,{here}/shared/noise") == "shared/clean,shared/noise"
+    monkeypatch.chdir(tmp_path)
+    assert shown("eval_data", f"{here}/shared/clean") == "../shared/clean"
+    assert shown("train_data", "generate") == "generate" and shown("model", "/abs/model") == "/abs/model"

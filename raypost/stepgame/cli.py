@@ -17,6 +17,7 @@ def cli_generate(args) -> int:
     if args.n < 1:
         raise ConfigError(f"--n={args.n} must be at least 1")
     out = writable_dir(args.out, "--out")
+    out.mkdir(parents=True, exist_ok=True)
     targets = {k: out / f"qa{k}_{args.split}.json" for k in ks}
     for path in targets.values():  # every target checked before the first file is written
         if path.is_dir():

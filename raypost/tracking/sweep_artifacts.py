@@ -30,14 +30,19 @@ def format_table(rows: list[dict], metric: str, searched: list[str], top: int = 
     cols = ["trial", "status", metric, "steps", *searched]
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     for row in rows[:top]:
-        values = [row["trial"], row["status"], _fmt(row[metric]), _fmt(row["steps"]),
+        values = [row["trial"], row["status"], _fmt(row[metric]), _fmt(row["steps"], integer=True),
                   *[row["params"].get(k, "") for k in searched]]
         lines.append(" | ".join(str(v) for v in values))
     return "\n".join(lines)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+def _fmt(value, integer: bool = False) -> str:
+    """Floats to 4 decimals; ``integer``: a count (a step is 80, not 80.0000)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return str(int(value)) if integer else f"{value:.4f}"
+    return str(value)
 
 
 def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir: Path | None, study=None,

@@ -65,3 +65,11 @@ def test_atomic_write_leaves_the_old_file_whole_when_the_write_fails(tmp_path, m
         write_text_atomic(target, "a: 2\n")
     assert target.read_text() == "a: 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["best_config.yaml"]  # no temporary left behind
+
+
+def test_summary_table_prints_steps_as_integers():
+    from raypost.tracking.sweep_artifacts import format_table
+
+    rows = [{"trial": "t1", "status": "FINISHED", "eval_accuracy": 0.25, "steps": 80.0, "params": {"lr": "0.01"}}]
+    lines = format_table(rows, "eval_accuracy", ["lr"]).splitlines()
+    assert lines[2] == "t1 | FINISHED | 0.2500 | 80 | 0.01"
