@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -136,10 +137,16 @@ def run_arm(args, ray_ctx, arm: str, name: str) -> dict:
               "tokens_per_s": hist["tokens_per_s"].get(s), "train_loss": hist["train_loss"].get(s)}
              for s in sorted(hist["eval_accuracy"])]
     params = run.data.params
-    return {"arm": arm, "method": method, "config": flat, "curve": curve, "wall_s": wall,
+    config = {**flat, "eval_data": repo_relative(flat["eval_data"])}
+    return {"arm": arm, "method": method, "config": config, "curve": curve, "wall_s": wall,
             "trainable_params": int(float(params.get("trainable_params", 0))),
             "readout": params.get("dept_readout"), "rank": params.get("dept_r"),
             "to_threshold": {str(t): first_reach(curve, t) for t in THRESHOLDS}}
+
+
+def repo_relative(path: str) -> str:
+    """A data path as the results files record it: relative to the repository, never the machine's."""
+    return os.path.relpath(Path(path).resolve(), REPO)
 
 
 def first_reach(curve: list[dict], threshold: float) -> dict | None:
@@ -191,6 +198,11 @@ def markdown(report: dict) -> str:
         out += ["", "DePT's time to 0.7 / PT's: " + (C.fmt_ratio(r["0.7"]) if r.get("0.7") else
                                                      "not measurable (one of them never reached 0.7)")
                 + "; to 0.5: " + (C.fmt_ratio(r["0.5"]) if r.get("0.5") else "not measurable") + "."]
+        d, p = arms["dept"]["curve"][-1], arms["pt"]["curve"][-1]
+        if d["step"] == p["step"] and d.get("train_s") and p.get("train_s"):
+            out += [f"Same {d['step']} steps, DePT's time / PT's: {C.fmt_ratio(d['train_s'] / p['train_s'])}× wall, "
+                    f"{C.fmt_ratio(d['cpu_s'] / p['cpu_s'])}× CPU (the shorter prompt: {d['train_s']:.0f} s vs "
+                    f"{p['train_s']:.0f} s), at final accuracy {d['accuracy']:.3f} vs {p['accuracy']:.3f}."]
     out.append("")
     return "\n".join(out) + "\n"
 
@@ -220,8 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "model": args.model, "steps": args.steps, "eval_every": args.eval_every,
                        "batch_size": args.batch_size, "workers": args.workers, "cpus_per_worker": args.cpus_per_worker,
                        "train_per_k": args.train_per_k, "eval_rows": args.eval_rows,
-                       "eval_data": str(Path(args.eval_data).resolve().relative_to(REPO.parent))
-                       if Path(args.eval_data).resolve().is_relative_to(REPO.parent) else args.eval_data,
+                       "eval_data": repo_relative(args.eval_data),
                        "elapsed_s": time.perf_counter() - t_start},
               "arms": arms, "ratios": ratios(arms)}
     return C.write_outputs(args, args.name, report, markdown(report))
