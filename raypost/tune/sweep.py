@@ -101,6 +101,7 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
     status = "FAILED"
     try:
         client.log_text(parent_run_id, yaml.safe_dump(space.as_dict(), sort_keys=False), "search_space.yaml")
+        _start_ray(opts)  # first: ray.init installs its own SIGTERM handler, which must not replace ours
         with StopSignals() as stop:
             results = _fit(space, opts, parent_run_id)
         from raypost.tracking.sweep_artifacts import finish_sweep_run
@@ -126,17 +127,21 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
     return results, summary
 
 
-def _fit(space: SearchSpace, opts: SweepOptions, parent_run_id: str):
+def _start_ray(opts: SweepOptions) -> None:
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     knobs.apply_defaults()
     if not ray.is_initialized():
         ray.init(address=opts.address, runtime_env={"env_vars": knobs.worker_env()},
                  **_local_resources(opts))
+
+
+def _fit(space: SearchSpace, opts: SweepOptions, parent_run_id: str):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
     ctx = TrialContext(opts.name, parent_run_id, opts.tracking_uri, opts.storage, opts.scaling,
                        space.metric, space.mode, opts.max_failures, opts.keep_checkpoints)
     # the trial driver only waits on its TorchTrainer; Tune rejects 0 CPUs, so give it a sliver
