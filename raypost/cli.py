@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from raypost.errors import Interrupted, RaypostError
@@ -39,7 +40,14 @@ def _sweep(sub):
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per trial before it errors")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a fixed value of the space")
+    _console_flags(p)
     p.set_defaults(handler="raypost.tune.sweep:cli_sweep")
+
+
+def _console_flags(p):
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's, Tune's and every library's own output instead of raypost's progress lines")
 
 
 def _train(sub):
@@ -56,18 +64,27 @@ def _train(sub):
     p.add_argument("--storage", help="folder for Ray checkpoints (default: ./ray_results)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    _console_flags(p)
     p.set_defaults(handler="raypost.tune.sweep:cli_train")
 
 
 def _data(sub):
     p = sub.add_parser("data", help="Generate or convert datasets.")
     dsub = p.add_subparsers(dest="dataset", required=True)
-    g = dsub.add_parser("stepgame", help="Generate StepGame data in the official JSON format.")
+    g = dsub.add_parser("stepgame", help="Generate StepGame data in the official JSON format, or fetch the "
+                                           "official release files (--official).")
+    g.add_argument("--official", action="store_true",
+                   help="download the official release files (checksum-verified, cached) instead of generating")
     g.add_argument("--k", default="1-10", help="hop counts, e.g. 1-10 or 1,3,5")
-    g.add_argument("--n", type=int, default=1000, help="examples per k")
-    g.add_argument("--noise", action="store_true", help="add disconnected, irrelevant and supporting noise")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--split", default="train", help="file name part: qa{k}_{split}.json")
+    g.add_argument("--n", type=int, help="examples per k (generated data; default 1000)")
+    noise = g.add_mutually_exclusive_group()
+    noise.add_argument("--noise", action="store_true", help="disconnected, irrelevant and supporting noise sentences")
+    noise.add_argument("--clean", action="store_true", help="no noise sentences (the default)")
+    g.add_argument("--seed", type=int, help="generator seed (generated data; default 0)")
+    g.add_argument("--split", help="file name part qa{k}_{split}.json (default train); with --official: "
+                                   "train, valid or test (default valid)")
+    g.add_argument("--url-base", help="with --official: a mirror of the release's Dataset/CompleteVersion folder "
+                                      "(default $RAYPOST_STEPGAME_URL, else the StepGame GitHub repository)")
     g.add_argument("--out", required=True, help="output folder")
     g.set_defaults(handler="raypost.stepgame.cli:cli_generate")
     c = dsub.add_parser("stepgame-to-instructions", help="Convert StepGame JSON files to instruction JSONL (for IM).")
@@ -160,11 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from raypost import knobs
 
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    if quiet and verbose:
+        print("raypost: error: --verbose and -q/--quiet cannot be used together: choose one", file=sys.stderr)
+        return 2
+    if quiet or verbose:
+        os.environ[knobs.CONSOLE_ENV] = "quiet" if quiet else "verbose"
     knobs.apply_defaults()  # bounded MLflow retries and timeouts before any client exists
     module, func = args.handler.split(":")
     # MLflow's store set-up logs at INFO on stderr; keep stderr for raypost's own one-line errors
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # ...and its SQL store logs every database error with a traceback before raising it; the
+    # exception still reaches tracking_failure below, which prints it as one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     try:
         return getattr(importlib.import_module(module), func)(args) or 0
     except Interrupted as exc:

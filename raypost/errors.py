@@ -30,6 +30,12 @@ class TrackingError(RaypostError):
     exit_code = 3
 
 
+class SourceError(RaypostError):
+    """A remote source (a download) did not answer or refused; retrying later may work."""
+
+    exit_code = 4
+
+
 class Interrupted(RaypostError):
     """A sweep stopped by SIGINT or SIGTERM after saving its state; ``--resume`` continues it."""
 

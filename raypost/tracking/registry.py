@@ -38,6 +38,16 @@ def log_adapter_artifacts(client, run_id: str, adapter_dir: Path, metric: str, v
                      tags=[RunTag(ADAPTER_TAG, str(step))])
 
 
+def _signature():
+    """Rows in, one predicted label per row out: what ``raypost predict`` and the pyfunc take."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import Array
+
+    return ModelSignature(inputs=Schema([ColSpec(Array(DataType.string), "story"), ColSpec(DataType.string, "question")]),
+                          outputs=Schema([ColSpec(DataType.string)]))
+
+
 def log_adapter_model(run_id: str, tracking_uri: str, adapter_dir: Path, log_artifacts: bool = True) -> str:
     """Log ``adapter_dir`` as artifacts (unless ``log_artifacts=False``) and as a pyfunc model of
     ``run_id``; returns the model URI. The run's status and end time are left as they were."""
@@ -53,6 +63,7 @@ def log_adapter_model(run_id: str, tracking_uri: str, adapter_dir: Path, log_art
     with mlflow.start_run(run_id=run_id):  # the model is logged into the run's experiment
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts={"adapter": str(adapter_dir)},
+            signature=_signature(),
             # raypost brings torch/transformers; skip MLflow's slow requirement inference
             pip_requirements=[f"raypost=={__version__}"])
     # leaving start_run() marked the run FINISHED now: put back its status (and end time)
@@ -137,6 +148,12 @@ def promote(client, target: str, name: str, metric: str | None = None, mode: str
     model_uri = adapter_model_uri(client, run)
     version = mlflow.register_model(model_uri, name)
     value = run.data.metrics.get(f"best_{metric}", run.data.metrics.get(metric))
+    sweep = run.data.tags.get("raypost.sweep", "")
+    client.update_model_version(name, version.version, description=(
+        f"{run.data.params.get('method', '?')} adapter on {run.data.params.get('model', '?')}: best {metric} "
+        f"{value:.4g} at step {run.data.tags.get(ADAPTER_TAG, '?')} of trial {run.info.run_name!r}"
+        + (f" in sweep {sweep!r}" if sweep else "") + ". Load it with mlflow.pyfunc.load_model or "
+        f"`raypost predict models:/{name}@{alias}`; input rows have `story` and `question`."))
     for key, tag in {"metric": metric, "metric_value": value, "run_id": run.info.run_id,
                      "base_model": run.data.params.get("model", "?"), "method": run.data.params.get("method", "?"),
                      "sweep": run.data.tags.get("raypost.sweep", "")}.items():

@@ -15,11 +15,15 @@ from pathlib import Path
 from raypost.errors import TrackingError
 
 SWEEP_TAG, ROLE_TAG, TRIAL_TAG = "raypost.sweep", "raypost.role", "raypost.trial_id"
+OUTCOME_TAG = "raypost.outcome"  # what happened to a trial, in words: completed / stopped early at step N / interrupted
 PARENT_TAG = "mlflow.parentRunId"
 
 
+EXPERIMENT_PREFIX = "raypost-"
+
+
 def experiment_name(method: str) -> str:
-    return f"raypost-{method}"
+    return f"{EXPERIMENT_PREFIX}{method}"
 
 
 def client_for(uri: str, create: bool = True):
@@ -65,6 +69,18 @@ def version_tags() -> dict[str, str]:
     return tags
 
 
+def source_tags(command: str) -> dict[str, str]:
+    """The UI's "Created by" and "Source" columns (MLflow's fluent API sets these; a client's
+    create_run does not)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {"mlflow.user": user, "mlflow.source.name": command, "mlflow.source.type": "LOCAL"}
+
+
 def _package_version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -83,9 +99,16 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+# MLflow 3's UI opens an experiment by its kind; without one it guesses and may land on the GenAI
+# traces overview. raypost's experiments hold training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def get_or_create_experiment(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp:
+        if "mlflow.experimentKind" not in exp.tags:  # made by an older raypost
+            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
     uri = client.tracking_uri
     # a local SQLite store keeps its artifacts beside the database, not in whatever folder the
@@ -93,7 +116,7 @@ def get_or_create_experiment(client, name: str) -> str:
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def find_sweep_run(client, sweep: str):
@@ -113,8 +136,8 @@ def start_sweep_run(client, method: str, sweep: str, resume: bool, params: dict)
         client.update_run(existing.info.run_id, status="RUNNING")
         return existing.info.run_id
     exp_id = get_or_create_experiment(client, experiment_name(method))
-    run = client.create_run(exp_id, run_name=sweep,
-                            tags={SWEEP_TAG: sweep, ROLE_TAG: "sweep", **version_tags()})
+    run = client.create_run(exp_id, run_name=sweep, tags={
+        SWEEP_TAG: sweep, ROLE_TAG: "sweep", **version_tags(), **source_tags(f"raypost sweep {method}")})
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -134,7 +157,7 @@ def trial_run(client, parent_run_id: str, trial_id: str, trial_name: str, params
         return run_id
     run = client.create_run(parent.info.experiment_id, run_name=trial_name, tags={
         PARENT_TAG: parent_run_id, SWEEP_TAG: sweep, ROLE_TAG: "trial", TRIAL_TAG: trial_id,
-        **version_tags()})
+        **version_tags(), **source_tags(f"raypost sweep {sweep}")})
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -157,11 +180,12 @@ def log_params(client, run_id: str, params: dict) -> None:
 def close_dangling_trials(client, parent_run_id: str, interrupted: set[str] | None = None,
                           quiet: bool = False) -> int:
     """Close trial runs left RUNNING. The scheduler kills the trials it stops before they close
-    their MLflow run: those become KILLED (``raypost.stopped_early=true``), or FINISHED when they
-    had logged their last step. Trials a signal stopped (their Tune trial id in ``interrupted``;
-    every open trial when ``interrupted`` is None and ``quiet``, the hard-stop path) become KILLED
-    with ``raypost.interrupted=true`` and no early-stop tag: ``--resume`` reruns them.
-    ``quiet``: best effort, tracking errors ignored (the process is stopping anyway)."""
+    their MLflow run: those become FINISHED too (an early stop is the scheduler doing its job,
+    not a failure; the UI would show KILLED in red) with ``raypost.stopped_early=true`` and a
+    ``raypost.outcome`` tag saying at which step. Trials a signal stopped (their Tune trial id in
+    ``interrupted``; every open trial when ``interrupted`` is None and ``quiet``, the hard-stop
+    path) become KILLED with ``raypost.interrupted=true`` and no early-stop tag: ``--resume``
+    reruns them. ``quiet``: best effort, tracking errors ignored (the process is stopping anyway)."""
     closed = 0
     try:
         for run in trial_runs(client, parent_run_id):
@@ -170,12 +194,15 @@ def close_dangling_trials(client, parent_run_id: str, interrupted: set[str] | No
             trial = run.data.tags.get(TRIAL_TAG)
             if (interrupted is None and quiet) or (interrupted and trial in interrupted):
                 client.set_tag(run.info.run_id, "raypost.interrupted", "true")
+                client.set_tag(run.info.run_id, OUTCOME_TAG, "interrupted (--resume reruns it)")
                 client.set_terminated(run.info.run_id, status="KILLED")
             else:
                 steps, reached = run.data.params.get("steps"), run.data.metrics.get("step")
                 complete = steps is not None and reached is not None and reached >= float(steps)
                 client.set_tag(run.info.run_id, "raypost.stopped_early", str(not complete).lower())
-                client.set_terminated(run.info.run_id, status="FINISHED" if complete else "KILLED")
+                client.set_tag(run.info.run_id, OUTCOME_TAG, "completed" if complete else
+                               f"stopped early by the scheduler at step {int(reached or 0)} of {steps}")
+                client.set_terminated(run.info.run_id, status="FINISHED")
             closed += 1
     except Exception:
         if not quiet:

@@ -1,13 +1,20 @@
 """Metric logging from inside a training worker (rank 0 only).
 
-Metrics are buffered and sent with one ``log_batch`` per evaluation interval, so the hot
-loop never waits on the tracking server.
+Metrics are buffered and sent with one ``log_batch`` per evaluation interval, or every
+``knobs.progress_interval()`` seconds (30) when evaluations are further apart, so the hot loop never waits on the
+tracking server. With that flush the worker writes its progress (step, total, steps/s) into the
+run's ``raypost.progress`` tag, which the sweep's console reads (raypost/tune/progress.py).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+
+from raypost import knobs
+
+PROGRESS_TAG = "raypost.progress"
 
 
 class WorkerLogger:
@@ -15,6 +22,7 @@ class WorkerLogger:
         self.enabled = bool(enabled and run_id)
         self.run_id = run_id
         self._pending: list = []
+        self._mark: tuple[int, float] | None = None  # (step, time) of the last progress tag
         if self.enabled:
             from mlflow.tracking import MlflowClient
 
@@ -46,6 +54,23 @@ class WorkerLogger:
             for i in range(0, len(self._pending), 1000):  # MLflow's per-call limit
                 self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
             self._pending = []
+
+    def progress(self, step: int, total: int, force: bool = False) -> None:
+        """Every ``knobs.progress_interval()`` s (or when ``force``): flush, then tag the run with where it is."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._mark is None and not force:  # the first step: the clock starts here (set-up is not training)
+            self._mark = (step, now)
+            return
+        if not force and now - self._mark[1] < knobs.progress_interval():
+            return
+        self.flush()
+        if self._mark is not None and step > self._mark[0]:
+            rate = (step - self._mark[0]) / max(now - self._mark[1], 1e-9)
+            self.set_tag(PROGRESS_TAG, json.dumps({"step": step, "steps": total, "steps_per_s": round(rate, 4),
+                                                   "time": round(time.time(), 1)}))
+        self._mark = (step, now)
 
     def log_adapter(self, adapter_dir: Path, metric: str, value: float, step: int) -> None:
         """The trial's best adapter so far, as ``adapter/`` artifacts (milliseconds); ``raypost

@@ -12,8 +12,13 @@ optimizer step and saves it in every checkpoint, so a resumed trial continues th
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+
 import torch
 
+from raypost import knobs
 from raypost.models import pick_device
 from raypost.recipes.train_config import TrainConfig
 
@@ -69,11 +74,17 @@ def make_scheduler(cfg: TrainConfig):
 
 def initialize_engine(model, param_groups, cfg: TrainConfig, world_size: int, device: torch.device):
     """``deepspeed.initialize`` with raypost's config and schedule; returns ``(engine, optimizer)``."""
+    if device.type == "cpu":  # the config chose the CPU: say so rather than let DeepSpeed guess and warn
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups,
-                                                   config=deepspeed_config(cfg, world_size, device),
-                                                   lr_scheduler=make_scheduler(cfg))
+    # DeepSpeed print()s "... shm_comm_op built successfully" (no logging switch); the console
+    # shows it only with --verbose
+    quiet = knobs.console() != "verbose"
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups,
+                                                       config=deepspeed_config(cfg, world_size, device),
+                                                       lr_scheduler=make_scheduler(cfg))
     return engine, optimizer
 
 

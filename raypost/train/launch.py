@@ -45,9 +45,10 @@ def build_trainer(config: dict, scaling: Scaling, name: str, storage: str, *, me
                   keep_checkpoints: int = 2, max_failures: int = 2, callbacks=()):
     """A ``TorchTrainer`` for ``config``. Calling ``fit()`` again with the same name and storage
     resumes from the run's latest checkpoint (Train V2 restores by run name)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from raypost import knobs
     from raypost.train._internal.loop import train_loop_per_worker
 
     return TorchTrainer(
@@ -61,5 +62,8 @@ def build_trainer(config: dict, scaling: Scaling, name: str, storage: str, *, me
             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints,
                                                checkpoint_score_attribute=metric,
                                                checkpoint_score_order=mode),
-            failure_config=FailureConfig(max_failures=max_failures)),
+            failure_config=FailureConfig(max_failures=max_failures),
+            # Ray Train's own switch for its console lines ("Reporting training result ...",
+            # "Checkpoint successfully created ..."); its log files keep everything
+            logging_config=LoggingConfig(log_level="INFO" if knobs.console() == "verbose" else "WARNING")),
     )

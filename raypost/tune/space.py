@@ -21,6 +21,7 @@ Every key is checked against the method's config dataclasses; problems raise ``C
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def load_space(path: str | Path, method: str, overrides: dict | None = None) -> 
     if not path.is_file():
         raise ConfigError(f"search space file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a search space is a UTF-8 YAML file") from None
     except OSError as exc:
@@ -290,8 +291,22 @@ def parse_overrides(items: list[str]) -> dict:
             raise ConfigError(f"--set {item!r} must look like key=value")
         key, value = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = load_yaml(value)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: the value is not a YAML scalar or list "
                               f"({getattr(exc, 'problem', exc)}); quote it as a string") from None
     return out
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as people write numbers: ``5e-4`` is a float (YAML 1.1, PyYAML's default, wants
+    ``5.0e-4`` and reads ``5e-4`` as a string, which a learning rate then refuses)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def load_yaml(text: str):
+    """Every space file, run config and ``--set`` value is read with this one loader."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass

@@ -25,7 +25,7 @@ import yaml
 from raypost import knobs
 from raypost.errors import ConfigError, Interrupted
 from raypost.train.launch import Scaling, build_trainer
-from raypost.tune.space import SearchSpace, default_space_file, load_space, parse_overrides, space_bounds
+from raypost.tune.space import SearchSpace, default_space_file, load_space, load_yaml, parse_overrides, space_bounds
 
 
 @dataclass
@@ -40,6 +40,7 @@ class SweepOptions:
     resume: bool = False
     max_failures: int = 2
     keep_checkpoints: int = 2
+    console: str = "progress"  # knobs.CONSOLE_MODES: progress lines, -q, --verbose
 
 
 @dataclass
@@ -54,6 +55,8 @@ class TrialContext:
     mode: str
     max_failures: int
     keep_checkpoints: int
+    method: str = ""
+    searched: tuple[str, ...] = ()
 
 
 def run_trial(config: dict, ctx: TrialContext) -> None:
@@ -63,10 +66,12 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raypost.tracking.runs import trial_run
+    from raypost.tune.progress import trial_label
 
     tune_ctx = tune.get_context()
     client = MlflowClient(ctx.tracking_uri)
-    run_id = trial_run(client, ctx.parent_run_id, tune_ctx.get_trial_id(), tune_ctx.get_trial_name(), config)
+    label = trial_label(ctx.method, config, list(ctx.searched), tune_ctx.get_trial_id())  # the MLflow run name
+    run_id = trial_run(client, ctx.parent_run_id, tune_ctx.get_trial_id(), label, config)
     # the space's first objective decides everything inside the trial too: "improved", best_<metric>,
     # the logged adapter (and so promote), as it decides Tune, ASHA and checkpoint ranking
     trainer = build_trainer(
@@ -128,12 +133,21 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
 
 
 def _start_ray(opts: SweepOptions) -> None:
+    import logging
+
     import ray
 
     knobs.apply_defaults()
     if not ray.is_initialized():
+        verbose = opts.console == "verbose"
+        if not verbose:  # a notice printed at every start of a local Ray; `ray start` shows it too
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        # Ray's own switches: its driver log lines, its Python loggers in every worker and actor
+        # (the Train controller's "Requesting resources ..."), and with -q no worker output at all
         ray.init(address=opts.address, runtime_env={"env_vars": knobs.worker_env()},
-                 **_local_resources(opts))
+                 logging_level=logging.INFO if verbose else logging.ERROR,
+                 logging_config=None if verbose else ray.LoggingConfig(log_level="WARNING"),
+                 log_to_driver=opts.console != "quiet", **_local_resources(opts))
 
 
 def _fit(space: SearchSpace, opts: SweepOptions, parent_run_id: str):
@@ -143,7 +157,21 @@ def _fit(space: SearchSpace, opts: SweepOptions, parent_run_id: str):
     from ray.tune.search.optuna import OptunaSearch
 
     ctx = TrialContext(opts.name, parent_run_id, opts.tracking_uri, opts.storage, opts.scaling,
-                       space.metric, space.mode, opts.max_failures, opts.keep_checkpoints)
+                       space.metric, space.mode, opts.max_failures, opts.keep_checkpoints,
+                       method=space.method.rsplit(".", 1)[-1], searched=tuple(space.search))
+    callbacks = []
+    if opts.console == "progress":
+        from raypost.tune.progress import ConsoleProgress
+
+        callbacks.append(ConsoleProgress(opts.tracking_uri, parent_run_id, ctx.method,
+                                         list(space.search), opts.samples, space.metric, space.mode))
+    if opts.console != "verbose":
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tune's new console engine prints its experiment box and results path even when silent;
+    # the classic one at verbose=0 prints nothing but errors (raypost's own lines take over)
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if opts.console == "verbose" else "0"
     # the trial driver only waits on its TorchTrainer; Tune rejects 0 CPUs, so give it a sliver
     trainable = tune.with_resources(functools.partial(run_trial, ctx=ctx), {"cpu": 0.01})
 
@@ -161,7 +189,8 @@ def _fit(space: SearchSpace, opts: SweepOptions, parent_run_id: str):
                 scheduler=_scheduler(space, opts.scheduler, ASHAScheduler, FIFOScheduler),
                 num_samples=opts.samples, reuse_actors=False,
                 **({} if space.multi_objective else {"metric": space.metric, "mode": space.mode})),
-            run_config=tune.RunConfig(name=opts.name, storage_path=opts.storage, verbose=1,
+            run_config=tune.RunConfig(name=opts.name, storage_path=opts.storage,
+                                      verbose=1 if opts.console == "verbose" else 0, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=min(1, opts.max_failures))),
         )
     return tuner.fit()
@@ -271,8 +300,26 @@ def check_flags(args) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')}={value:g} must be at least {low:g}")
 
 
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """A ``--address HOST:PORT`` (or ``ray://HOST:PORT``) that nothing answers is one line
+    before the parent run exists: ``ray.init`` itself would retry it for minutes."""
+    if not address or address in ("auto", "local"):
+        return
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r} must be 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({type(exc).__name__}); "
+                          "start one (`ray start --head`, `ray up`) or leave --address out for a local Ray") from None
+
+
 def options_from_args(args, space: SearchSpace) -> SweepOptions:
     check_flags(args)
+    check_address(args.address)
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name of the sweep to resume")
     samples = args.samples if args.samples is not None else space.samples
@@ -285,7 +332,7 @@ def options_from_args(args, space: SearchSpace) -> SweepOptions:
                         gpus_per_worker=args.gpus_per_worker,
                         placement_strategy=getattr(args, "placement", None) or "PACK"),
         samples=samples, scheduler=args.scheduler or space.scheduler, address=args.address, resume=args.resume,
-        max_failures=getattr(args, "max_failures", 2))
+        max_failures=getattr(args, "max_failures", 2), console=knobs.console())
 
 
 def cli_sweep(args) -> int:
@@ -315,13 +362,12 @@ def cli_train(args) -> int:
     check_flags(args)
     fixed = _load_flat(args.config) if args.config else {}
     raw = {"method": args.method, "samples": 1, "workers": args.workers, "scheduler": "fifo",
-           "cpus_per_worker": args.cpus_per_worker,
-           "fixed": {**fixed, **parse_overrides(args.set)}}
+           "cpus_per_worker": args.cpus_per_worker, "fixed": fixed}
     if getattr(args, "objective", None):
         raw["objectives"] = parse_objective(args.objective)
     from raypost.tune.space import validate_space
 
-    space = validate_space(raw, args.method, source=args.config or "<defaults>")
+    space = validate_space(raw, args.method, source=args.config or "<defaults>", overrides=parse_overrides(args.set))
     args.samples, args.resume, args.scheduler, args.space = 1, False, "fifo", None
     opts = options_from_args(args, space)
     _, summary = run_sweep(space, opts)
@@ -343,7 +389,7 @@ def _load_flat(path: str) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist" + (" (it is a directory)" if p.is_dir() else ""))
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = load_yaml(p.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a UTF-8 YAML file") from None
     except yaml.YAMLError as exc:

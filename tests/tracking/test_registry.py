@@ -110,6 +110,8 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
     assert first.run_id == best.info.run_id or first.tags["run_id"] == best.info.run_id
     assert first.tags["metric"] == "eval_accuracy" and first.tags["base_model"] == "tiny:bert"
     assert float(first.tags["metric_value"]) == best.data.metrics["best_eval_accuracy"]
+    assert first.description.startswith(f"dept adapter on tiny:bert: best eval_accuracy "
+                                        f"{best.data.metrics['best_eval_accuracy']:.4g} at step ")
 
     rows = read_rows(SHARED / "clean" / "qa1_valid.json", limit=40)
     from_registry = load_predictor("models:/stepgame-dept@champion", tracking_uri=uri).predict(rows)
@@ -126,7 +128,8 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
     assert not [p for p in stored if p.endswith((".pkl", ".pickle", ".cloudpickle"))], stored
     assert "pyfunc_model.py" in {Path(p).name for p in stored}, stored
     pyfunc = mlflow.pyfunc.load_model("models:/stepgame-dept@champion")
-    assert list(pyfunc.predict(pd.DataFrame(rows))) == from_registry
+    assert list(pyfunc.predict(pd.DataFrame(rows))) == from_registry  # the extra `label` column is ignored
+    assert pyfunc.metadata.signature.inputs.input_names() == ["story", "question"]
     leftovers = set(Path(tempfile.gettempdir()).glob("raypost-adapter-*"))
 
     inp = tmp / "rows.jsonl"

@@ -3,12 +3,15 @@ and find the sweep's runs in the page. Opt-in (needs Debian's `chromium`: `make 
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -33,33 +36,77 @@ def _wait_http(url: str, proc, timeout: float = 240) -> None:
     raise AssertionError(f"{url} did not answer in {timeout} s")
 
 
+CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--hide-scrollbars", "--virtual-time-budget=60000"]
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "ui"
+
+
+def _chromium(chromium, tmp_path, *args):
+    return subprocess.run([chromium, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def _sweep(client):
+    """A sweep as raypost records it: readable trial names, searched and fixed params, curves."""
+    from raypost.tracking.runs import OUTCOME_TAG, start_sweep_run, trial_run
+    from raypost.tune.progress import trial_label
+
+    parent = start_sweep_run(client, "dept", "ui-sweep", resume=False,
+                             params={"samples": 2, "fixed.steps": 240, "search.lr_prompt": "log 1e-3..3e-2"})
+    trials = []
+    for i, (m, lr, acc) in enumerate([(20, 0.003, 0.41), (40, 0.0065, 0.45)]):
+        config = {"prompt_length": m, "lr_prompt": lr, "steps": 240, "model": "minilm"}
+        run = trial_run(client, parent, f"t{i}", trial_label("dept", config, ["prompt_length", "lr_prompt"], f"a1b2c3d{i}"),
+                        config)
+        for step in range(0, 241, 20):
+            client.log_metric(run, "train_loss", 2.2 - (1.1 + i * 0.1) * step / 240, step=step)
+        for step in (60, 120, 180, 240):
+            client.log_metric(run, "eval_accuracy", acc * step / 240 + 0.05, step=step)
+        client.set_tag(run, OUTCOME_TAG, "completed")
+        client.set_terminated(run)
+        trials.append(run)
+    client.set_terminated(parent)
+    return parent, trials
+
+
 def test_ui_lists_sweep_runs(tmp_path, tracking_uri, mlflow_client):
+    from raypost.tracking.cli import experiment_links
+
+    """The experiment opens on its runs (not the GenAI overview) with readable trial names; the
+    runs table and a two-trial compare view are saved as the screenshots in docs/ui/."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "install Debian's chromium (make test-slow does) to run this test"
-    from raypost.tracking.runs import start_sweep_run, trial_run
-
-    parent = start_sweep_run(mlflow_client, "dept", "ui-sweep", resume=False, params={"samples": 2})
-    for i in range(2):
-        run = trial_run(mlflow_client, parent, f"t{i}", f"ui_trial_{i}", {"lr_prompt": 0.3 + i / 10})
-        mlflow_client.log_metric(run, "eval_accuracy", 0.5 + i / 10, step=1)
-        mlflow_client.set_terminated(run)
-    mlflow_client.set_terminated(parent)
+    parent, trials = _sweep(mlflow_client)
     exp_id = mlflow_client.get_experiment_by_name("raypost-dept").experiment_id
 
     port = _free_port()
     ui = subprocess.Popen([sys.executable, "-m", "raypost.cli", "ui", "--port", str(port),
                            "--tracking-uri", tracking_uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/#/experiments/{exp_id}"
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", ui)
-        page = f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs"  # the "Training runs" tab
-        dom = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=60000", "--dump-dom", page],
-            capture_output=True, text=True, timeout=120).stdout
+        # the link `raypost ui` prints for the experiment: its training runs, not the GenAI overview
+        (link,) = [line.split(": ", 1)[1] for line in experiment_links(tracking_uri, port)]
+        assert link == f"{base}/runs?workflowType=machine_learning"
+        dom = _chromium(chromium, tmp_path, "--dump-dom", link).stdout
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        trials_only = urllib.parse.quote("tags.`raypost.role` = 'trial'")
+        _chromium(chromium, tmp_path, "--window-size=1500,700", f"--screenshot={SHOTS / 'runs-table.png'}",
+                  f"{link}&searchFilter={trials_only}")
+        compare = (f"http://127.0.0.1:{port}/#/compare-runs?runs={urllib.parse.quote(json.dumps(trials))}"
+                   f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}&workflowType=machine_learning")
+        compare_dom = _chromium(chromium, tmp_path, "--dump-dom", compare).stdout
+        _chromium(chromium, tmp_path, "--window-size=1500,1100", f"--screenshot={SHOTS / 'compare-two-trials.png'}",
+                  compare)
     finally:
         ui.terminate()
         ui.wait(timeout=30)
-    assert "ui-sweep" in dom, dom[-2000:]  # the sweep's parent run (its trials nest under it)
-    assert "raypost-dept" in dom
+    assert "ui-sweep" in dom, dom[-2000:]  # the runs table, with the sweep's parent run
+    assert "mlflow.experiment-side-nav.genai" not in dom  # the model-training navigation, not GenAI's
+    assert "Detect Issues in Your Traces" not in dom  # not the GenAI pages
     assert "<strong>3</strong> matching runs" in dom, "expected the parent and its 2 trials"
+    assert "dept prompt_length=20 lr_prompt=0.003 [a1b2c3d0]" in compare_dom, compare_dom[-2000:]
+    assert "lr_prompt" in compare_dom and "0.0065" in compare_dom  # the params side by side
+    for shot in ("runs-table.png", "compare-two-trials.png"):
+        assert (SHOTS / shot).stat().st_size > 20_000  # a rendered page, not a blank one

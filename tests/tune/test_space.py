@@ -18,3 +18,17 @@ def test_default_dept_space_builds_optuna_distributions():
     assert space.metric == "eval_accuracy" and space.mode == "max"
     assert (space.workers, space.cpus_per_worker) == (1, 2.0)  # one 2-thread worker: measured faster on 2 cores
     assert space.fixed["lr_schedule"] == "linear" and space.fixed["readout"] == "auto"
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path):
+    """``5e-4`` without a dot is a string to PyYAML (YAML 1.1) and a learning rate would refuse it;
+    space files, run configs and --set read it as the number everybody means."""
+    from raypost.tune.space import load_space, parse_overrides
+
+    assert parse_overrides(["lr=5e-4", "train_k=1-2", "x=1E3", "name=abc", "q='1e2'"]) == {
+        "lr": 5e-4, "train_k": "1-2", "x": 1000.0, "name": "abc", "q": "1e2"}
+    path = tmp_path / "space.yaml"
+    path.write_text("method: dept\nsamples: 1\nfixed: {model: tiny:bert, steps: 4, eval_every: 2}\n"
+                    "search:\n  lr_prompt: {type: float, low: 1e-3, high: 3e-2, log: true}\n")
+    space = load_space(path, "dept", parse_overrides(["lr_head=2e-3"]))
+    assert space.search["lr_prompt"]["low"] == 1e-3 and space.fixed["lr_head"] == 2e-3

@@ -37,6 +37,12 @@ def test_sweep_two_workers_asha_mlflow(ray_cluster, tmp_path, tracking_uri, mlfl
         [parent[0].info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
     assert len(trials) == 3
     assert len({t.data.tags["raypost.trial_id"] for t in trials}) == 3
+    # what the MLflow UI shows: a training-runs experiment, who ran it and from what, readable names
+    assert mlflow_client.get_experiment(parent[0].info.experiment_id).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
+    for run in (*parent, *trials):
+        assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"].startswith("raypost sweep ")
+    assert sorted(t.info.run_name.rsplit(" [", 1)[0] for t in trials) == ["synthetic lr=0", "synthetic lr=0", "synthetic lr=0.1"]
 
     histories = {}
     for t in trials:
@@ -74,5 +80,6 @@ def test_sweep_two_workers_asha_mlflow(ray_cluster, tmp_path, tracking_uri, mlfl
     parent_files = {a.path for a in mlflow_client.list_artifacts(parent[0].info.run_id)}
     assert {"search_space.yaml", "best_config.yaml", "summary.md", "optuna"} <= parent_files
     plots = {a.path.split("/")[-1] for a in mlflow_client.list_artifacts(parent[0].info.run_id, "optuna")}
-    assert {"optimization_history.png", "parallel_coordinates.png", "trials.json"} <= plots
+    assert {"optimization_history.png", "parallel_coordinates.png", "optimization_history.html",
+            "parallel_coordinates.html", "trials.json"} <= plots
     assert "best eval_accuracy" in summary and best_id in summary

@@ -16,6 +16,7 @@ from raypost.methods.im.template import (
     Encoded,
     encode_example,
     paper_pieces,
+    resolve_chat_template,
     tokenizer_pieces,
     truncate,
 )
@@ -23,6 +24,7 @@ from raypost.methods.im.template import (
 __all__ = [
     "INSTRUCTION", "OUTPUT", "TEMPLATE", "Encoded", "Example", "ImConfig", "collate", "encode_example",
     "example_from_row", "im_loss", "load_instruction_jsonl", "lora_target_modules",
-    "make_trainable", "output_only_loss", "paper_pieces", "segment_weights", "tokenizer_pieces", "truncate",
+    "make_trainable", "output_only_loss", "paper_pieces", "resolve_chat_template", "segment_weights",
+    "tokenizer_pieces", "truncate",
     "weighted_ce_sums", "weighted_lm_loss",
 ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from raypost.configs import check, check_choice, check_range, field
 
-CHAT_TEMPLATES = ("paper", "tokenizer")
+CHAT_TEMPLATES = ("auto", "paper", "tokenizer")
 TRAINABLES = ("full", "lora", "dept")
 
 
@@ -18,8 +18,9 @@ class ImConfig:
         1.0, help="Loss weight lambda of instruction tokens: 0 = output-only instruction tuning, "
                   "1 = Instruction Modelling (loss over instructions too); template tokens always weigh 0.")
     chat_template: str = field(
-        "paper", help="'paper': <|user|>\\n{instruction}\\n<|assistant|>\\n{output}</s> (Tulu/IM format); "
-                      "'tokenizer': the tokenizer's own chat template (apply_chat_template).")
+        "auto", help="'paper': <|user|>\\n{instruction}\\n<|assistant|>\\n{output}</s> (Tulu/IM format); "
+                     "'tokenizer': the tokenizer's own chat template (apply_chat_template); 'auto': the "
+                     "tokenizer's when it has one (an instruction-tuned model such as smollm2), else 'paper'.")
     max_seq_length: int = field(
         512, help="Max tokens per row; longer rows lose their oldest tokens, never output tokens.")
     trainable: str = field("lora", help="What trains: full (all weights), lora (PEFT LoRA) or dept.")

@@ -77,9 +77,18 @@ def tokenizer_pieces(example: Example, tokenizer) -> list[tuple[str | list[int],
     return _end_of_turn_as_output(pieces, tokenizer)
 
 
-def encode_example(example: Example, tokenizer, chat_template: str = "paper",
+def resolve_chat_template(chat_template: str, tokenizer) -> str:
+    """``auto`` -> ``tokenizer`` when the tokenizer has its own chat template, else ``paper``.
+    An instruction-tuned model is trained and asked in the format it was tuned on."""
+    if chat_template != "auto":
+        return chat_template
+    return "tokenizer" if getattr(tokenizer, "chat_template", None) else "paper"
+
+
+def encode_example(example: Example, tokenizer, chat_template: str = "auto",
                    max_seq_length: int | None = None) -> Encoded:
     """Tokenise ``example`` piece by piece; truncate by the rule in ``truncate``."""
+    chat_template = resolve_chat_template(chat_template, tokenizer)
     pieces = paper_pieces(example, tokenizer) if chat_template == "paper" else tokenizer_pieces(example, tokenizer)
     ids, segments = [], []
     for piece, segment in pieces:

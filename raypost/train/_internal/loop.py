@@ -14,6 +14,7 @@ follow it too.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from raypost import knobs
 from raypost.batches import count_tokens
 from raypost.distributed import broadcast, gather_objects, mean_across_ranks, replica_max_diff, sum_across_ranks
 from raypost.recipes import get_recipe
@@ -48,6 +50,11 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if knobs.console() != "verbose":
+        # Ray Train sets the worker's root logger to INFO and routes print() into it, so every
+        # library's INFO lines and prints reach the console ("Reporting training result ...",
+        # DeepSpeed's op build); raypost's progress lines replace them (docs/orchestration.md)
+        logging.getLogger().setLevel(logging.WARNING)
     _use_assigned_cpus()
     flat = public_config(cfg)
     train_cfg = TrainConfig(**{k: v for k, v in flat.items() if k in TrainConfig.__dataclass_fields__})
@@ -94,6 +101,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         loss_value = mean_across_ranks(loss.detach().float(), world)
         logger.add(step, train_loss=loss_value, **lrs)
         if step % train_cfg.eval_every and step != train_cfg.steps:
+            logger.progress(step, train_cfg.steps)  # a flush and a progress tag every ~30 s
             continue
         elapsed = time.perf_counter() - window_start
         metrics = {"step": step, "train_loss": loss_value,
@@ -111,7 +119,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         improved = value is not None and (best is None or better(value, best))
         best = value if improved else best
         logger.add(step, **{k: v for k, v in metrics.items() if k != "train_loss"})  # logged per step above
-        logger.flush()
+        logger.progress(step, train_cfg.steps, force=True)  # flushes
         if step == train_cfg.steps and rank == 0 and setup.final_evaluate is not None:
             # before the last report, not after: a scheduler may stop the trial at any report,
             # and a trial stopped at its last one would otherwise never get its final evaluation
