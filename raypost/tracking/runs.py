@@ -182,7 +182,7 @@ def close_dangling_trials(client, parent_run_id: str, interrupted: set[str] | No
     """Close trial runs left RUNNING. The scheduler kills the trials it stops before they close
     their MLflow run: those become FINISHED too (an early stop is the scheduler doing its job,
     not a failure; the UI would show KILLED in red) with ``raypost.stopped_early=true`` and a
-    ``raypost.outcome`` tag saying at which step. Trials a signal stopped (their Tune trial id in
+    ``raypost.outcome`` tag saying at which step; in an interrupted sweep they stay KILLED. Trials a signal stopped (their Tune trial id in
     ``interrupted``; every open trial when ``interrupted`` is None and ``quiet``, the hard-stop
     path) become KILLED with ``raypost.interrupted=true`` and no early-stop tag: ``--resume``
     reruns them. ``quiet``: best effort, tracking errors ignored (the process is stopping anyway)."""
@@ -201,8 +201,11 @@ def close_dangling_trials(client, parent_run_id: str, interrupted: set[str] | No
                 complete = steps is not None and reached is not None and reached >= float(steps)
                 client.set_tag(run.info.run_id, "raypost.stopped_early", str(not complete).lower())
                 client.set_tag(run.info.run_id, OUTCOME_TAG, "completed" if complete else
-                               f"stopped early by the scheduler at step {int(reached or 0)} of {steps}")
-                client.set_terminated(run.info.run_id, status="FINISHED")
+                               f"stopped early at step {int(reached or 0)} of {steps}")
+                # after a signal an incomplete trial may have been cut by it, not by the scheduler:
+                # it stays KILLED there, so nothing reads it as a finished trial
+                ended = "FINISHED" if complete or interrupted is None else "KILLED"
+                client.set_terminated(run.info.run_id, status=ended)
             closed += 1
     except Exception:
         if not quiet:

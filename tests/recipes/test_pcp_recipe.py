@@ -336,5 +336,6 @@ def test_bad_pseudo_label_steps_are_named():
                                           r"pseudo_label_steps=0$"):
         pcp.setup(flat(pseudo_label_steps=5, cpt_steps=0), 0, 1)
     # before any trial starts: the default sweep searches cpt_steps from 0
-    with pytest.raises(ConfigError, match=r"pcp.yaml: pseudo_label_steps=5 needs cpt_steps > 0 "):
+    with pytest.raises(ConfigError, match=r"pcp.yaml with --set pseudo_label_steps=5: pseudo_label_steps=5 needs "
+                                          r"cpt_steps > 0 "):
         load_space(default_space_file("pcp"), "pcp", overrides={"pseudo_label_steps": 5})

@@ -20,7 +20,7 @@ def test_stopped_trials_are_closed_killed_unless_they_reached_their_last_step(ml
     # an early stop is not a failure: FINISHED, tagged, with the step it reached in words
     cut = closed["cut"]
     assert cut.info.status == "FINISHED" and cut.data.tags["raypost.stopped_early"] == "true"
-    assert cut.data.tags["raypost.outcome"] == "stopped early by the scheduler at step 40 of 80"
+    assert cut.data.tags["raypost.outcome"] == "stopped early at step 40 of 80"
     last = closed["at-last-report"]
     assert last.info.status == "FINISHED" and last.data.tags["raypost.stopped_early"] == "false"
     assert last.data.tags["raypost.outcome"] == "completed"

@@ -30,7 +30,7 @@ def test_a_method_from_outside_is_validated_before_ray_starts(tmp_path):
     out = run(["train", METHOD, "--set", "toy_width=65"], tmp_path)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1] == (
-        "raypost: error: <defaults>: toy_width=65 is above what the toy supports (64)")
+        "raypost: error: <defaults> with --set toy_width=65: toy_width=65 is above what the toy supports (64)")
     assert not (tmp_path / "ray_results").exists()  # refused before Ray or a store was touched
     help_out = run(["train", METHOD, "--help-config"], tmp_path)
     assert help_out.returncode == 0 and "toy_width" in help_out.stdout and "lr_schedule" in help_out.stdout
