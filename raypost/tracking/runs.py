@@ -183,9 +183,10 @@ def close_dangling_trials(client, parent_run_id: str, interrupted: set[str] | No
     their MLflow run: those become FINISHED too (an early stop is the scheduler doing its job,
     not a failure; the UI would show KILLED in red) with ``raypost.stopped_early=true`` and a
     ``raypost.outcome`` tag saying at which step; in an interrupted sweep they stay KILLED.
-    Trials a signal stopped (their Tune trial id in ``interrupted``; every open trial when ``interrupted`` is None and ``quiet``, the hard-stop
-    path) become KILLED with ``raypost.interrupted=true`` and no early-stop tag: ``--resume``
-    reruns them. ``quiet``: best effort, tracking errors ignored (the process is stopping anyway)."""
+    Trials a signal stopped (their Tune trial id in ``interrupted``; every open trial when
+    ``interrupted`` is None and ``quiet``, the hard-stop path) become KILLED with
+    ``raypost.interrupted=true`` and no early-stop tag: ``--resume`` reruns them. ``quiet``: best
+    effort, tracking errors ignored (the process is stopping anyway)."""
     closed = 0
     try:
         for run in trial_runs(client, parent_run_id):
