@@ -87,10 +87,10 @@ def test_sweep_survives_a_tracking_server_restart(tmp_path, ray_cluster):
     server.wait()
     code = first.wait(timeout=900)
     text = (tmp_path / "first.log").read_text()
-    last = text.strip().splitlines()[-1]
     assert code in (0, 3), text[-3000:]
-    if code == 3:
-        assert last.startswith("raypost: error: ") and "Traceback" not in text.split("Trial status")[-1], text[-3000:]
+    if code == 3:  # raypost's own last word is one line (Ray's forwarded worker logs may hold trial tracebacks)
+        said = [line for line in text.splitlines() if line.startswith("raypost: error: ")]
+        assert len(said) == 1 and said[0].startswith("raypost: error: the MLflow tracking store failed: "), said
 
     server = start_server(tmp_path, port)
     try:
