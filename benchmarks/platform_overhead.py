@@ -255,7 +255,12 @@ def profile_top(prof, n: int = 14) -> list[dict]:
     for (path, line, func), (_, _, tt, ct, _) in stats.items():
         if path.startswith("<") or "importlib" in path or func.startswith("<"):
             continue
+        # library files by their package path, raypost's by their path in the repository: no
+        # absolute path of the machine that ran it goes into the recorded results
         short = path.split("site-packages/")[-1]
+        repo = str(C.HERE.parent) + "/"
+        if short.startswith(repo):
+            short = short[len(repo):]
         rows.append({"function": f"{short}:{line}({func})", "cumulative_s": ct, "own_s": tt})
     rows.sort(key=lambda r: -r["cumulative_s"])
     return rows[:n]
