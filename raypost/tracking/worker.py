@@ -23,6 +23,7 @@ class WorkerLogger:
         self.run_id = run_id
         self._pending: list = []
         self._mark: tuple[int, float] | None = None  # (step, time) of the last progress tag
+        self._interval = knobs.progress_interval()  # read once, not on every training step
         if self.enabled:
             from mlflow.tracking import MlflowClient
 
@@ -63,7 +64,7 @@ class WorkerLogger:
         if self._mark is None and not force:  # the first step: the clock starts here (set-up is not training)
             self._mark = (step, now)
             return
-        if not force and now - self._mark[1] < knobs.progress_interval():
+        if not force and now - self._mark[1] < self._interval:
             return
         self.flush()
         if self._mark is not None and step > self._mark[0]:
