@@ -57,10 +57,11 @@ def sharded_batches(examples: Sequence, make_batch: Callable[[list], Batch], bat
 @torch.no_grad()
 def weights_fingerprint(module: nn.Module) -> tuple[float, ...]:
     """Sum and sum of squares of every trainable tensor: unchanged weights, same predictions.
-    By content, not tensor versions: DeepSpeed writes through ``param.data``."""
+    By content, not tensor versions: DeepSpeed writes through ``param.data``. Under ZeRO-3, of
+    this rank's slice of each (``ds_tensor``): the fingerprints of two ranks then differ."""
     sums = []
     for p in module.parameters():
         if p.requires_grad:
-            t = p.detach().double()
+            t = getattr(p, "ds_tensor", p).detach().double()
             sums += [float(t.sum()), float(t.square().sum())]
     return tuple(sums)

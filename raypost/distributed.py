@@ -7,10 +7,37 @@ loop, the recipes and the StepGame evaluator to share it.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
+
+
+def is_partitioned(module: torch.nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions ``module``'s weights: each rank then holds a slice of
+    each, and every forward pass is a collective that all ranks must take part in."""
+    return any(hasattr(p, "ds_id") for p in module.parameters())
+
+
+def in_lockstep(module: torch.nn.Module) -> bool:
+    """ZeRO-3 across more than one rank: forward passes (and ``generate``'s steps) must match in
+    number on every rank, as each one gathers the weights from all of them."""
+    return is_partitioned(module) and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def whole_weights(module: torch.nn.Module, params: list | None = None):
+    """Inside the block every rank holds the whole of ``params`` (default: all of ``module``'s
+    weights), read-only. Under ZeRO-3 a collective that every rank must enter (DeepSpeed's
+    ``GatheredParameters``); otherwise the weights are whole already and this does nothing."""
+    if not is_partitioned(module):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()) if params is None else list(params)):
+        yield
 
 
 def for_backend(tensor: torch.Tensor) -> torch.Tensor:
@@ -71,7 +98,10 @@ def gather_sharded(values: list[int], n: int, world_size: int) -> list[int]:
 @torch.no_grad()
 def replica_max_diff(module: torch.nn.Module, world: int, trainable_only: bool = True) -> float:
     """Largest difference between ranks of a checksum of the (trainable) weights: 0 means the
-    replicas are in sync."""
+    replicas are in sync. Under ZeRO-3 there are no replicas (each rank owns a distinct slice of
+    every weight), so there is nothing to compare: 0."""
+    if is_partitioned(module):
+        return 0.0
     params = [p.detach().double() for p in module.parameters() if p.requires_grad or not trainable_only]
     local = for_backend(torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]))
     if world == 1:

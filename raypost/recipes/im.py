@@ -6,7 +6,8 @@ Model: a causal (or seq2seq) LM from ``load_base``, made trainable by ``make_tra
 Data: ``im_train_data`` = ``stepgame`` (StepGame train rows written as instructions with
 ``raypost.stepgame.to_instruction_rows``) or a JSONL file of instruction rows; sharded by rank.
 Loss: ``im_loss`` (instruction tokens weigh ``instruction_weight``, output tokens 1, template 0).
-Eval: ``eval_output_loss`` = output-only loss on held-out instructions (``im_eval_data``), and
+Eval: ``eval_output_loss`` = output-only loss on held-out instructions (``im_eval_data``), the
+same on as many training rows (``train_output_loss``: the gap is the overfitting), and
 ``eval_accuracy`` = StepGame written as instructions (story + question -> relation word): the
 model generates after ``<|assistant|>`` and ``match_label`` reads the relation. At the end,
 StepGame accuracy per k / hops is written as tables and a plot.
@@ -106,13 +107,6 @@ def resolve_kind(model: str) -> str:
     return kind
 
 
-def check_zero_stage(train: TrainConfig, im_cfg: ImConfig) -> None:
-    check(not (im_cfg.trainable == "full" and train.zero_stage == 3),
-          "zero_stage=3 partitions the weights themselves, but full fine-tuning trains them and the loop "
-          "evaluates and saves them on rank 0 alone; use zero_stage 0-2 (stage 2 already shards gradients "
-          "and optimizer state across workers)")
-
-
 # ---- data -----------------------------------------------------------------------------------
 def stepgame_examples(rows: Sequence[dict], name: str) -> list[Example]:
     """StepGame rows as instruction examples (``to_instruction_rows``), each named ``name:i``."""
@@ -169,7 +163,6 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
     from raypost.models import load_base
 
     train, im_cfg, dept_cfg, data_cfg, im_data = split_flat(flat, *CONFIG_CLASSES)
-    check_zero_stage(train, im_cfg)
     kind = resolve_kind(train.model)
     base = load_base(train.model, kind, seed=train.seed)
     tokenizer, hf_config = base.tokenizer, base.model.config
@@ -190,11 +183,16 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
             log.warning("%d of %d %s rows exceed max_seq_length=%d; their oldest tokens were cut",
                         cut, n, name, im_cfg.max_seq_length)
     batch_size = data_cfg.eval_batch_size
+    train_probe = train_rows[::max(1, len(train_rows) // max(1, len(heldout)))][:len(heldout)]
     evaluation = StepgameEvaluator(  # accuracy of generated answers; the held-out output loss beside it
         eval_rows, lambda module, idx: (run_model(module, tokenizer, kind, [prompts[i] for i in idx], batch_size,
                                                   with_loss=False)[0], None),
+        # output-only loss on held-out rows and on as many training rows, spread over the set: the gap
+        # between them is the overfitting the IM paper argues the instruction loss reduces
         extra=lambda module: {"eval_output_loss": output_only_loss(module, heldout, tokenizer.pad_token_id,
-                                                                   batch_size, kind)},
+                                                                   batch_size, kind),
+                              "train_output_loss": output_only_loss(module, train_probe, tokenizer.pad_token_id,
+                                                                    batch_size, kind)},
         rank=rank, world_size=world_size)
     batches = instruction_batches(train_rows, tokenizer.pad_token_id, im_cfg.instruction_weight, kind,
                                   train.batch_size, rank, world_size, train.seed)
@@ -249,7 +247,6 @@ def check_point(flat: dict) -> None:
     from raypost.models.dims import max_positions
 
     train, im_cfg, dept_cfg, _, _ = split_flat(flat, *CONFIG_CLASSES)
-    check_zero_stage(train, im_cfg)
     kind = resolve_kind(train.model)
     if kind == "seq2seq" and im_cfg.instruction_weight != 0:
         raise ConfigError(f"instruction_weight={im_cfg.instruction_weight} needs a causal LM: {train.model!r} is "
@@ -320,7 +317,8 @@ def load_predictor(adapter_dir, meta: AdapterMeta, model: str | None = None,
                                         meta.get("chat_template", "paper"), batch_size=batch_size)
 
 
-RECIPE = Recipe(name="im", config_classes=CONFIG_CLASSES, setup=setup, metrics=("eval_accuracy", "eval_output_loss"),
+RECIPE = Recipe(name="im", config_classes=CONFIG_CLASSES, setup=setup,
+                metrics=("eval_accuracy", "eval_output_loss", "train_output_loss"),
                 check_point=check_point, prepare_fixed=prepare_fixed, load_predictor=load_predictor,
                 task_format=TASK_FORMAT,
                 summary="instruction modelling: loss on instruction tokens too, weighted by lambda (LMs)")

@@ -184,12 +184,6 @@ def prompt_batches(examples: list[dict], pad_id: int, batch_size: int, rank: int
                            seed, what="labelled examples", hint="raise labelled_per_label")
 
 
-def check_zero_stage(train: TrainConfig) -> None:
-    check(train.zero_stage < 3, "zero_stage=3 partitions the weights themselves, but PCP trains every weight and "
-                                "the loop evaluates and saves them on rank 0 alone; use zero_stage 0-2 (stage 2 "
-                                "already shards gradients and optimizer state)")
-
-
 def check_masked_lm(model: str) -> None:
     """PCP needs an encoder with a masked-LM head (read cheaply from the model's config)."""
     from raypost.models.dims import default_kind
@@ -300,7 +294,6 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
     from raypost.models import pick_device
 
     train, pcp, data_cfg, few = split_flat(flat, *CONFIG_CLASSES)
-    check_zero_stage(train)
     template = PromptTemplate(pcp.template)
     check_template(template)
     check_masked_lm(train.model)
@@ -413,7 +406,6 @@ def check_point(flat: dict) -> None:
     """PCP's limits at one point of a space: every template has one mask slot and only StepGame
     fields, and the verbalizer maps each StepGame label to a single token of the model's tokenizer."""
     train, pcp, _, _ = split_flat(flat, *CONFIG_CLASSES)
-    check_zero_stage(train)
     check_template(PromptTemplate(pcp.template))
     tokenizer = _tokenizer(train.model)
     check(tokenizer.mask_token_id is not None,

@@ -28,6 +28,9 @@ class TrainConfig:
     device: str = field("auto", help="auto (CUDA when present), cpu or cuda.")
     precision: str = field("fp32", help="fp32, bf16, or fp16 (CUDA only).")
     zero_stage: int = field(1, help="DeepSpeed ZeRO stage 0-3.")
+    zero3_persistence_threshold: int = field(100_000, help="ZeRO-3 keeps weights of fewer elements than this "
+                                                           "whole on every rank (DeepSpeed's "
+                                                           "stage3_param_persistence_threshold).")
     offload_optimizer: bool = field(False, help="ZeRO-Offload the optimizer state to CPU.")
     weight_decay: float = field(0.0, help="AdamW weight decay.")
     max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 disables).")
@@ -45,6 +48,7 @@ class TrainConfig:
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("zero_stage", self.zero_stage, (0, 1, 2, 3))
+        check_range("zero3_persistence_threshold", self.zero3_persistence_threshold, 0)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_range("warmup_steps", self.warmup_steps, 0)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)

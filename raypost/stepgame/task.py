@@ -26,7 +26,7 @@ from torch import nn
 
 from raypost.batches import Batch, sharded_batches, weights_fingerprint
 from raypost.configs import check, check_range, field
-from raypost.distributed import gather_objects
+from raypost.distributed import gather_objects, in_lockstep
 from raypost.errors import ConfigError, DataError
 from raypost.stepgame.generator import parse_ks
 from raypost.stepgame.labels import ID2LABEL, LABEL2ID, LABELS, format_input, label_word, match_label, story_list
@@ -267,7 +267,7 @@ def run_model(model, tokenizer, kind: str, examples: list[dict], batch_size: int
     was_training = model.training
     model.eval()
     try:
-        device, pad_id = _device(model), tokenizer.pad_token_id
+        device, pad_id, lockstep = _device(model), tokenizer.pad_token_id, in_lockstep(model)
         order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
         preds: list[str | None] = [None] * len(examples)
         loss_sum, loss_n = 0.0, 0
@@ -291,7 +291,8 @@ def run_model(model, tokenizer, kind: str, examples: list[dict], batch_size: int
                     enc = _move(collate(chunk, pad_id, with_labels=False), device)
                 gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                      max_new_tokens=budget, do_sample=False, num_beams=1,
-                                     pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
+                                     pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+                                     synced_gpus=lockstep)  # ZeRO-3: every rank steps until all are done
                 width = enc["input_ids"].shape[1]
                 if kind == "causal" and gen.shape[1] > width and torch.equal(gen[:, :width], enc["input_ids"]):
                     gen = gen[:, width:]  # HF generate from input_ids echoes the prompt; DePT's does not
@@ -372,23 +373,36 @@ class StepgameEvaluator:
 
     def predictions(self, module, shard: bool = True) -> tuple[list, float | None]:
         fingerprint = weights_fingerprint(module)
-        if self._last is None or self._last[0] != fingerprint:
+        fresh = self._last is not None and self._last[0] == fingerprint
+        lockstep = in_lockstep(module)
+        if lockstep and shard:  # ZeRO-3: each rank fingerprints its own slice; all must agree to recompute
+            fresh = all(self._gather(fresh, self.world))
+        if not fresh:
             if self.world > 1 and shard:
-                self._last = (fingerprint, *self._sharded(module))
+                self._last = (fingerprint, *self._sharded(module, lockstep))
+            elif lockstep:  # one rank alone cannot run a model whose weights every rank holds a slice of
+                raise RuntimeError("under ZeRO-3 every rank evaluates: call evaluate() on all ranks first, "
+                                   "then final_evaluate() on rank 0 with the same weights")
             else:
                 self._last = (fingerprint, *self._predict(module, list(range(len(self.rows)))))
         return self._last[1], self._last[2]
 
-    def _sharded(self, module) -> tuple[list, float | None]:
+    def _sharded(self, module, lockstep: bool = False) -> tuple[list, float | None]:
         mine = list(range(self.rank, len(self.rows), self.world))
-        preds, loss = self._predict(module, mine) if mine else ([], None)
+        # in lockstep every rank answers as many rows (so as many batches and forward passes):
+        # short shards repeat a row, whose extra answers are dropped
+        width = -(-len(self.rows) // self.world) if lockstep else len(mine)
+        asked = mine + [mine[0] if mine else 0] * (width - len(mine))
+        preds, loss = self._predict(module, asked) if asked else ([], None)
+        preds = preds[:len(mine)]
         out: list = [None] * len(self.rows)
         loss_sum, loss_n = 0.0, 0
-        for indices, part, part_loss in self._gather((mine, preds, loss), self.world):
+        # the loss is the mean over the rows each rank scored (a repeated row counts again)
+        for indices, part, part_loss, scored in self._gather((mine, preds, loss, len(asked)), self.world):
             for i, p in zip(indices, part):
                 out[i] = p
             if part_loss is not None:
-                loss_sum, loss_n = loss_sum + part_loss * len(indices), loss_n + len(indices)
+                loss_sum, loss_n = loss_sum + part_loss * scored, loss_n + scored
         return out, (loss_sum / loss_n if loss_n else None)
 
     def evaluate(self, module) -> dict[str, float]:

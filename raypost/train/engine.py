@@ -4,6 +4,11 @@ the learning-rate schedule. Public: the trial loop and the benchmarks build exac
 Everything device-specific is derived from the resolved device, never assumed: on CUDA the
 fused Adam kernel is used, on CPU torch's AdamW; fp16 is refused on CPU by ``TrainConfig``.
 
+ZeRO-3 (``zero_stage: 3``) partitions the weights themselves, frozen base included; every
+forward is then a collective. So every rank evaluates (equal shards, ``generate`` in lockstep:
+``raypost.distributed.in_lockstep``) and every rank enters ``save_trainable``, which gathers the
+trainable weights before rank 0 writes them (docs/orchestration.md, ZeRO-3).
+
 The schedule is transformers' ``get_scheduler`` (linear warm-up, then constant, linear or cosine
 decay) on the optimizer DeepSpeed builds: a ``LambdaLR`` scales each group's own peak lr, so
 DePT's prompt and low-rank groups and a head keep their ratios. DeepSpeed steps it once per
@@ -15,10 +20,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from pathlib import Path
+from typing import Callable
 
 import torch
 
 from raypost import knobs
+from raypost.distributed import whole_weights
 from raypost.models import pick_device
 from raypost.recipes.train_config import TrainConfig
 
@@ -39,6 +47,8 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, device: torch.device) ->
     on_cpu = device.type == "cpu"
     offload = {"device": "cpu", "pin_memory": not on_cpu} if cfg.offload_optimizer else None
     zero = {"stage": cfg.zero_stage}
+    if cfg.zero_stage == 3:
+        zero["stage3_param_persistence_threshold"] = cfg.zero3_persistence_threshold
     if offload:
         zero["offload_optimizer"] = offload
     config = {
@@ -91,3 +101,13 @@ def initialize_engine(model, param_groups, cfg: TrainConfig, world_size: int, de
 def group_lrs(optimizer) -> dict[str, float]:
     """The current lr of each optimizer group, by the group's name (``lr_<name>`` in MLflow)."""
     return {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+
+
+def save_trainable(engine, save: Callable[[torch.nn.Module, Path], None], directory: Path, rank: int) -> None:
+    """``save(module, directory)`` on rank 0, with the trainable weights whole. Every rank calls
+    it: under ZeRO-3 they are gathered from all ranks first (a collective; a full fine-tune
+    gathers every weight), so the files are the same as at stages 0-2."""
+    module = engine.module
+    with whole_weights(module, [p for p in module.parameters() if p.requires_grad]):
+        if rank == 0:
+            save(module, directory)

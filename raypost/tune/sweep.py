@@ -148,6 +148,31 @@ def _start_ray(opts: SweepOptions) -> None:
                  logging_level=logging.INFO if verbose else logging.ERROR,
                  logging_config=None if verbose else ray.LoggingConfig(log_level="WARNING"),
                  log_to_driver=opts.console != "quiet", **_local_resources(opts))
+    check_gpus(opts.scaling, ray.cluster_resources().get("GPU", 0.0), _autoscaler_gpus())
+
+
+def check_gpus(scaling: Scaling, have: float, autoscaled: float) -> None:
+    """A trial that asks for more GPUs than the cluster has, or can get from its autoscaler,
+    would wait for them forever: refuse it in one line before any trial starts."""
+    need = scaling.workers * scaling.gpus_per_worker
+    if need and have + autoscaled < need:
+        raise ConfigError(f"--gpus-per-worker={scaling.gpus_per_worker:g} needs {need:g} GPUs per trial "
+                          f"({scaling.workers} workers), but the Ray cluster has {have:g} and its autoscaler can "
+                          f"add {autoscaled:g}; use --gpus-per-worker 0 to train on CPUs, or a cluster with GPUs")
+
+
+def _autoscaler_gpus() -> float:
+    """GPUs ``ray up``'s autoscaler may still start: on the head node, its node types' GPUs
+    times their ``max_workers`` (the bootstrap config it was started with); 0 elsewhere."""
+    path = Path.home() / "ray_bootstrap_config.yaml"
+    if not path.is_file():
+        return 0.0
+    try:
+        types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types") or {}
+    except (OSError, yaml.YAMLError):
+        return float("inf")  # unreadable: assume the autoscaler may provide, rather than refuse wrongly
+    return sum(float((t.get("resources") or {}).get("GPU", 0)) * int(t.get("max_workers", 0) or 0)
+               for t in types.values() if isinstance(t, dict))
 
 
 def _fit(space: SearchSpace, opts: SweepOptions, parent_run_id: str):

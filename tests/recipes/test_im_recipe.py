@@ -143,6 +143,8 @@ def test_evaluate_matches_an_independent_count(trained):
     assert metrics["eval_accuracy"] == pytest.approx(right / len(rows))
     assert right > 0, answers  # a meaningful check: the model does name relations by now
     assert 0 < metrics["eval_output_loss"] < 3
+    # 30 full fine-tuning steps on 8 rows: the training answers are fitted better than held-out ones
+    assert 0 < metrics["train_output_loss"] < metrics["eval_output_loss"] - 0.2, metrics
     assert setup.model.training
 
 
@@ -224,9 +226,11 @@ def test_config_limits():
         check_space(im.RECIPE, {"model": "tiny:t5"}, {"instruction_weight": {"type": "float", "low": 0.0, "high": 0.5}})
     with pytest.raises(ConfigError, match="max_seq_length=512 exceeds DePT's max_input_length=256"):
         check_space(im.RECIPE, {"model": "tiny:gpt2", "trainable": "dept"}, {})
-    with pytest.raises(ConfigError, match="zero_stage=3 partitions the weights themselves"):
-        check_space(im.RECIPE, {"model": "tiny:gpt2", "zero_stage": 3, "trainable": "full"}, {})
-    check_space(im.RECIPE, {"model": "tiny:gpt2", "zero_stage": 3, "trainable": "lora"}, {})  # frozen base: fine
+    for trainable in ("full", "lora", "dept"):  # ZeRO-3 works for every trainable set (tests/train/test_zero3.py)
+        check_space(im.RECIPE, {"model": "tiny:gpt2", "zero_stage": 3, "trainable": trainable,
+                                "max_seq_length": 128}, {})
+    with pytest.raises(ConfigError, match=r"^zero_stage=4 is not one of 0, 1, 2, 3"):
+        check_space(im.RECIPE, {"model": "tiny:gpt2", "zero_stage": 4}, {})
     with pytest.raises(ConfigError, match="= 520 exceeds the 512 positions"):
         check_space(im.RECIPE, {"model": "tiny:gpt2"}, {"max_seq_length": {"type": "int", "low": 64, "high": 520}})
 

@@ -99,3 +99,35 @@ def test_schedule_resumes_exactly_from_a_checkpoint_taken_mid_warm_up(one_rank_g
     assert [r["lr_w"] for r in resumed] == pytest.approx([s["lr_w"] for s in straight], abs=1e-12)
     assert [r["lr_b"] for r in resumed] == pytest.approx([s["lr_b"] for s in straight], abs=1e-12)
     assert resumed[3]["lr_w"] == pytest.approx(0.05)  # step 3 of a 6-step warm-up: half the peak
+
+
+def test_dept_trains_in_bf16_on_cpu(one_rank_group):
+    """precision: bf16 on a CPU: DeepSpeed holds the model in bf16 (fp32 master weights in the
+    optimizer), the DePT recipe's loss starts where fp32's does and falls on a fixed batch."""
+    from raypost.recipes import dept
+
+    flat = {"method": "dept", "model": "tiny:bert", "batch_size": 4, "prompt_length": 3, "lowrank_rank": 2,
+            "max_input_length": 224, "train_k": "1", "train_per_k": 8, "eval_k": "1", "eval_per_k": 4,
+            "lr_prompt": 0.3, "lr_lowrank": 0.05, "lr_head": 0.05, "seed": 0}
+    first = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        setup = dept.setup(flat, 0, 1)
+        cfg = TrainConfig(batch_size=4, device="cpu", precision=precision, steps=8, lr_schedule="constant",
+                          warmup_ratio=0.0)
+        engine, _ = initialize_engine(setup.model, setup.param_groups, cfg, 1, torch.device("cpu"))
+        engine.eval()  # no dropout: a clean before/after on the same batch
+        batch = next(setup.train_batches)
+        losses = []
+        for _ in range(8):
+            loss = setup.compute_loss(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            losses.append(float(loss))
+        first[precision] = losses[0]
+        dtypes = {p.dtype for p in engine.module.parameters()}
+        assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}, (precision, dtypes)
+        assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0] - 0.1, (precision, losses)
+        metrics = setup.evaluate(engine.module)
+        assert 0 <= metrics["eval_accuracy"] <= 1 and math.isfinite(metrics["eval_loss"])
+    assert first["bf16"] == pytest.approx(first["fp32"], rel=2e-2)  # bf16 rounding, not a different model

@@ -179,3 +179,37 @@ def test_a_model_path_from_set_is_blamed_on_the_flag(tmp_path, capsys, tracking_
     assert "dept.yaml with --set model=/nonexistent/path: model path '/nonexistent/path' does not exist " \
            "(give a local folder or a Hugging Face id)" in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+
+
+def test_gpus_asked_of_a_cluster_without_them(ray_cluster, tmp_path, capsys, tracking_uri, mlflow_client):
+    """No GPU here and no autoscaler to add one: one line and exit 2, not a trial waiting forever;
+    the sweep's run records the failure."""
+    mlflow_client.search_experiments()
+    capsys.readouterr()  # MLflow's own store set-up messages
+    space = tmp_path / "s.yaml"
+    space.write_text(GOOD)
+    code, err = run(capsys, "sweep", "raypost.recipes.synthetic", "--space", str(space), "--address", ray_cluster,
+                    "--gpus-per-worker", "1", "--workers", "2", "--name", "gpu", "--tracking-uri", tracking_uri,
+                    "--storage", str(tmp_path / "ray"))
+    assert code == 2 and err == ["raypost: error: --gpus-per-worker=1 needs 2 GPUs per trial (2 workers), but the "
+                                 "Ray cluster has 0 and its autoscaler can add 0; use --gpus-per-worker 0 to train "
+                                 "on CPUs, or a cluster with GPUs"]
+    experiment = mlflow_client.get_experiment_by_name("raypost-raypost.recipes.synthetic")
+    runs = mlflow_client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]  # the sweep's own run; no trial started
+
+
+def test_gpus_an_autoscaler_can_add_are_waited_for(tmp_path, monkeypatch):
+    from raypost.train.launch import Scaling
+    from raypost.tune.sweep import _autoscaler_gpus, check_gpus
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _autoscaler_gpus() == 0  # not a head node started by `ray up`
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(
+        "available_node_types:\n  head: {resources: {CPU: 0}, max_workers: 0}\n"
+        "  gpu1: {resources: {CPU: 4, GPU: 1}, max_workers: 4}\n  gpu4: {resources: {CPU: 48, GPU: 4}, max_workers: 2}\n")
+    assert _autoscaler_gpus() == 12
+    check_gpus(Scaling(workers=4, gpus_per_worker=1), have=0, autoscaled=12)  # the autoscaler will start them
+    with pytest.raises(Exception, match=r"needs 16 GPUs per trial \(4 workers\), but the Ray cluster has 2 and its "
+                                        r"autoscaler can add 12"):
+        check_gpus(Scaling(workers=4, gpus_per_worker=4), have=2, autoscaled=12)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from raypost.configs import check
+from raypost.distributed import whole_weights
 from raypost.errors import ConfigError, DataError
 from raypost.methods.dept.budget import dept_param_count, rank_for_budget
 from raypost.methods.dept.config import DEFAULT_READOUT, DeptConfig, check_readout
@@ -186,6 +187,11 @@ class DeptModel(nn.Module):
         check(self.kind in ("causal", "seq2seq"), f"generate needs a causal or seq2seq model, not kind={self.kind!r}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        # P, A and B are used outside forward() here, so under ZeRO-3 no hook gathers them: gather them
+        with whole_weights(self, list(self.parameters(recurse=False))):
+            return self._generate(input_ids, attention_mask, **kwargs)
+
+    def _generate(self, input_ids, attention_mask, **kwargs):
         embeds, attention_mask = self._embed(input_ids, attention_mask)
         if self.kind == "seq2seq" or not self.rank:
             return self.base.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)

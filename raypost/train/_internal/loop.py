@@ -1,7 +1,7 @@
 """The per-worker training loop every method shares (runs inside a Ray Train worker).
 
 recipe.setup -> deepspeed.initialize (optimizer groups + lr schedule) -> [resume from checkpoint]
--> steps; every ``eval_every`` steps: evaluate on rank 0, report metrics + a checkpoint to Ray
+-> steps; every ``eval_every`` steps: evaluate (every rank, on its shard), report metrics + a checkpoint to Ray
 Train (which forwards them to Tune for early stopping), flush buffered metrics to MLflow in one
 call, and log the adapter to MLflow when the objective improved. The adapter is logged here, not
 after ``fit()``, because Tune may stop a trial at any report and nothing after it would run.
@@ -28,7 +28,7 @@ from raypost.batches import count_tokens
 from raypost.distributed import broadcast, gather_objects, mean_across_ranks, replica_max_diff, sum_across_ranks
 from raypost.recipes import get_recipe
 from raypost.recipes.train_config import TrainConfig
-from raypost.train.engine import group_lrs, initialize_engine, resolve_device
+from raypost.train.engine import group_lrs, initialize_engine, resolve_device, save_trainable
 
 PRIVATE_PREFIX = "_"  # config keys the orchestration adds (run ids, URIs, the objective); not hyperparameters
 DEFAULT_OBJECTIVE = ("eval_accuracy", "max")
@@ -138,8 +138,8 @@ def _report(engine, setup, metrics: dict, state: dict, rank: int, log_adapter=No
     with tempfile.TemporaryDirectory() as tmp:
         # frozen base weights are never checkpointed: only adapter, head and optimizer state
         engine.save_checkpoint(os.path.join(tmp, DS_DIR), tag=CHECKPOINT_TAG, exclude_frozen_parameters=True)
+        save_trainable(engine, setup.save_adapter, Path(tmp) / ADAPTER_DIR, rank)  # every rank: ZeRO-3 gathers
         if rank == 0:
-            setup.save_adapter(engine.module, Path(tmp) / ADAPTER_DIR)
             (Path(tmp) / STATE_FILE).write_text(json.dumps({**state, "metrics": metrics}))
             if log_adapter is not None:
                 log_adapter(Path(tmp) / ADAPTER_DIR)
