@@ -84,6 +84,10 @@ class Recipe:
     """The prompt format adapters of this method learnt; bump it when prompts or answers change, and
     older adapters are refused instead of answering garbage."""
     summary: str = ""
+    loads_partitioned: bool = True
+    """Under ZeRO-3, ``setup`` runs with transformers' ZeRO-3 loading on, so a pretrained base is
+    partitioned as it loads (no worker holds it whole). False for a recipe whose setup computes
+    with the whole model itself (PCP's stage 1): its model is partitioned when DeepSpeed starts."""
 
     def reported_metrics(self) -> tuple[str, ...]:
         return tuple(self.metrics) + LOOP_METRICS
@@ -142,5 +146,13 @@ class AdapterMeta:
         return self.settings.get(key, default)
 
 
+def save_whole_model(model, directory: Path) -> None:
+    """A transformers model's every weight, under the module's own names: transformers would
+    otherwise revert the renames it recorded at load time, and records different ones when the
+    model was loaded partitioned (ZeRO-3), naming the same weights differently per stage."""
+    model.save_pretrained(directory, safe_serialization=True, save_original_format=False)
+
+
 def trainable_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Trainable elements; a weight ZeRO-3 partitioned at load counts whole (``ds_numel``)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from raypost.configs import check, check_range, field, split_flat
 from raypost.errors import ConfigError
-from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
+from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, save_whole_model, trainable_count
 from raypost.recipes.dept import DeptTaskConfig, resolve_kind
 from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.labels import LABELS
@@ -61,7 +61,7 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
 
     def save_adapter(module, directory: Path) -> None:
         directory = Path(directory)
-        module.save_pretrained(directory)
+        save_whole_model(module, directory)
         tokenizer.save_pretrained(directory)
         AdapterMeta("finetune", train.model, kind, count, task_format=TASK_FORMAT, labels=list(LABELS),
                     settings={"max_input_length": ft.max_input_length,

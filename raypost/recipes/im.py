@@ -40,7 +40,7 @@ from raypost.methods.im import (
     resolve_chat_template,
     truncate,
 )
-from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
+from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, save_whole_model, trainable_count
 from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.convert import INSTRUCTION, to_instruction_rows
 from raypost.stepgame.labels import LABELS, format_input, label_word, story_list
@@ -207,7 +207,9 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
         directory.mkdir(parents=True, exist_ok=True)
         if im_cfg.trainable == "dept":
             module.save_adapter(directory)
-        else:  # a PeftModel writes its LoRA adapter only; a plain HF model writes every weight
+        elif im_cfg.trainable == "full":
+            save_whole_model(module, directory)
+        else:  # a PeftModel writes its LoRA adapter only
             module.save_pretrained(directory, safe_serialization=True)
         AdapterMeta("im", train.model, kind, n_trainable, task=STEPGAME, task_format=TASK_FORMAT, labels=list(LABELS),
                     settings={"trainable": im_cfg.trainable, "weights": WEIGHTS[im_cfg.trainable],

@@ -54,7 +54,7 @@ from raypost.methods.pcp import (
     mlm_loss,
     pcp_texts,
 )
-from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, trainable_count
+from raypost.recipes.base import AdapterMeta, Recipe, TrialSetup, save_whole_model, trainable_count
 from raypost.recipes.train_config import TrainConfig
 from raypost.stepgame.labels import LABELS, format_input, story_list
 from raypost.stepgame.task import (
@@ -374,7 +374,7 @@ def setup(flat: dict, rank: int, world_size: int, *, resuming: bool = False, dev
         return engine(**batch).loss
 
     def save_adapter(module: PromptMLMClassifier, directory: Path) -> None:
-        module.mlm.save_pretrained(Path(directory), safe_serialization=True)
+        save_whole_model(module.mlm, Path(directory))
         AdapterMeta("pcp", train.model, "masked_lm", n_trainable, task_format=TASK_FORMAT, labels=list(LABELS),
                     settings={"weights": WEIGHTS, "template": module.template.template,
                               "verbalizer": dict(zip(module.verbalizer.labels, module.verbalizer.words)),
@@ -446,7 +446,8 @@ def load_predictor(adapter_dir, meta: AdapterMeta, model: str | None = None,
 
 RECIPE = Recipe(task_format=TASK_FORMAT, name="pcp", config_classes=CONFIG_CLASSES, setup=setup, check_point=check_point,
                 prepare_fixed=lambda fixed, search: resolve_data_paths(fixed), load_predictor=load_predictor,
-                summary="prompt-based continued pre-training, then prompt-based fine-tuning (masked LMs)")
+                summary="prompt-based continued pre-training, then prompt-based fine-tuning (masked LMs)",
+                loads_partitioned=False)  # stage 1 trains the whole MLM in plain torch before DeepSpeed starts
 
 __all__ = ["RECIPE", "CONFIG_CLASSES", "PcpDataConfig", "PromptStepgamePredictor", "setup", "check_point",
            "load_predictor", "split_pool", "template_row", "continued_pretraining_sharded", "pseudo_label_sharded"]

@@ -82,10 +82,33 @@ def make_scheduler(cfg: TrainConfig):
     return build
 
 
-def initialize_engine(model, param_groups, cfg: TrainConfig, world_size: int, device: torch.device):
-    """``deepspeed.initialize`` with raypost's config and schedule; returns ``(engine, optimizer)``."""
+def _name_accelerator(device: torch.device) -> None:
     if device.type == "cpu":  # the config chose the CPU: say so rather than let DeepSpeed guess and warn
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+@contextlib.contextmanager
+def partitioned_loading(cfg: TrainConfig, world_size: int, device: torch.device, enabled: bool = True):
+    """At ZeRO-3, pretrained models loaded inside the block (``from_pretrained``) are built
+    partitioned, by transformers' ``HfDeepSpeedConfig`` and DeepSpeed's ``zero.Init``: no worker
+    ever holds a large base whole. Config-built models (``tiny:*``) are partitioned later, when
+    DeepSpeed starts. A no-op at stages 0-2 or when not ``enabled``."""
+    if cfg.zero_stage != 3 or not enabled:
+        yield
+        return
+    _name_accelerator(device)
+    from transformers.integrations import HfDeepSpeedConfig
+
+    active = HfDeepSpeedConfig(deepspeed_config(cfg, world_size, device))  # transformers keeps a weak reference
+    try:
+        yield
+    finally:
+        del active  # later loads (e.g. an inference model in the same process) are whole again
+
+
+def initialize_engine(model, param_groups, cfg: TrainConfig, world_size: int, device: torch.device):
+    """``deepspeed.initialize`` with raypost's config and schedule; returns ``(engine, optimizer)``."""
+    _name_accelerator(device)
     import deepspeed
 
     # DeepSpeed print()s "... shm_comm_op built successfully" (no logging switch); the console

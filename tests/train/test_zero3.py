@@ -43,6 +43,26 @@ CASES = {
     "finetune": {"method": "finetune", "model": "tiny:bert", "max_input_length": 224, "train_per_k": 8,
                  "ft_lr": 3e-3},
 }
+# the same tiny models saved as checkpoints: at stage 3 these are partitioned as they load
+# (transformers' HfDeepSpeedConfig + zero.Init), before DeepSpeed starts
+PRETRAINED = {
+    "dept-causal-loaded": {**CASES["dept-causal"], "model": "{gpt2}"},
+    "im-lora-loaded": {**CASES["im-lora"], "model": "{gpt2}"},
+    "finetune-loaded": {**CASES["finetune"], "model": "{bert}"},
+}
+CASES.update(PRETRAINED)
+
+
+def _save_checkpoints(out: Path) -> dict[str, str]:
+    from raypost.models import load_base
+
+    paths = {}
+    for name, kind, labels in (("gpt2", "causal", None), ("bert", "classifier", 9)):
+        base = load_base(f"tiny:{name}", kind, num_labels=labels)
+        paths[name] = str(out / name)
+        base.model.save_pretrained(paths[name])
+        base.tokenizer.save_pretrained(paths[name])
+    return paths
 
 
 def _free_port() -> int:
@@ -70,10 +90,10 @@ def _files(directory: Path) -> dict:
 def _trial(flat: dict, stage: int, rank: int, out: Path) -> dict:
     """What the loop does at one ZeRO stage: train, evaluate, save, checkpoint, then either go
     on (``continued``) or start a fresh engine from the checkpoint (``resumed``)."""
-    from raypost.distributed import mean_across_ranks
+    from raypost.distributed import is_partitioned, mean_across_ranks
     from raypost.recipes import get_recipe
     from raypost.recipes.train_config import TrainConfig
-    from raypost.train.engine import initialize_engine, save_trainable
+    from raypost.train.engine import initialize_engine, partitioned_loading, save_trainable
 
     flat = {**flat, "zero_stage": stage}
     cfg = TrainConfig(**{k: v for k, v in flat.items() if k in TrainConfig.__dataclass_fields__})
@@ -81,8 +101,12 @@ def _trial(flat: dict, stage: int, rank: int, out: Path) -> dict:
 
     def build():
         torch.manual_seed(cfg.seed)
-        setup = get_recipe(cfg.method).setup(flat, rank, WORLD, device=cpu)
+        recipe = get_recipe(cfg.method)
+        with partitioned_loading(cfg, WORLD, cpu, enabled=recipe.loads_partitioned):  # as the loop does
+            setup = recipe.setup(flat, rank, WORLD, device=cpu)
+        loaded_partitioned = is_partitioned(setup.model)
         engine, _ = initialize_engine(setup.model, setup.param_groups, cfg, WORLD, cpu)
+        engine.loaded_partitioned = loaded_partitioned
         return setup, engine
 
     def steps(setup, engine, n):
@@ -96,7 +120,7 @@ def _trial(flat: dict, stage: int, rank: int, out: Path) -> dict:
 
     setup, engine = build()
     engine.eval()  # no dropout: the curves of the two stages are compared number by number
-    seen = {"partitioned": any(hasattr(p, "ds_id") for p in engine.module.parameters()),
+    seen = {"partitioned": is_partitioned(engine.module), "loaded_partitioned": engine.loaded_partitioned,
             "losses": steps(setup, engine, STEPS)}
     adapter = out / f"{stage}-adapter"  # saved straight after a step, when every weight is partitioned
     save_trainable(engine, setup.save_adapter, adapter, rank)
@@ -117,7 +141,7 @@ def _trial(flat: dict, stage: int, rank: int, out: Path) -> dict:
     return seen
 
 
-def _rank(rank: int, port: int, out: str, names: list[str]) -> None:
+def _rank(rank: int, port: int, out: str, names: list[str], models: dict[str, str]) -> None:
     import multiprocessing
 
     import torch.distributed as dist
@@ -132,7 +156,8 @@ def _rank(rank: int, port: int, out: str, names: list[str]) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     results = {}
     for name in names:
-        results[name] = {stage: _trial({**COMMON, **CASES[name]}, stage, rank, Path(out) / name) for stage in (0, 3)}
+        flat = {k: v.format(**models) if isinstance(v, str) else v for k, v in CASES[name].items()}
+        results[name] = {stage: _trial({**COMMON, **flat}, stage, rank, Path(out) / name) for stage in (0, 3)}
     if rank == 0:
         (Path(out) / "results.json").write_text(json.dumps(results))
     dist.barrier()
@@ -142,7 +167,7 @@ def _rank(rank: int, port: int, out: str, names: list[str]) -> None:
 @pytest.fixture(scope="module")
 def zero3(tmp_path_factory):
     out = tmp_path_factory.mktemp("zero3")
-    mp.spawn(_rank, args=(_free_port(), str(out), list(CASES)), nprocs=WORLD, join=True)
+    mp.spawn(_rank, args=(_free_port(), str(out), list(CASES), _save_checkpoints(out)), nprocs=WORLD, join=True)
     return {name: {int(k): v for k, v in stages.items()}
             for name, stages in json.loads((out / "results.json").read_text()).items()}
 
@@ -151,6 +176,8 @@ def zero3(tmp_path_factory):
 def test_zero3_trial_equals_stage0(zero3, name):
     stage0, stage3 = zero3[name][0], zero3[name][3]
     assert stage3["partitioned"] and not stage0["partitioned"]
+    # a checkpoint loads partitioned at stage 3 (PCP's stage 1 needs its MLM whole, config-built models load whole)
+    assert stage3["loaded_partitioned"] == (name in PRETRAINED) and not stage0["loaded_partitioned"]
     # the same loss curve: ZeRO-3 changes where the weights live, not the arithmetic
     assert stage3["losses"] == pytest.approx(stage0["losses"], rel=1e-4)
     assert len(set(stage0["losses"])) == STEPS  # weights moved between steps: the curve is a curve

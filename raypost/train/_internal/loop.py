@@ -28,7 +28,7 @@ from raypost.batches import count_tokens
 from raypost.distributed import broadcast, gather_objects, mean_across_ranks, replica_max_diff, sum_across_ranks
 from raypost.recipes import get_recipe
 from raypost.recipes.train_config import TrainConfig
-from raypost.train.engine import group_lrs, initialize_engine, resolve_device, save_trainable
+from raypost.train.engine import group_lrs, initialize_engine, partitioned_loading, resolve_device, save_trainable
 
 PRIVATE_PREFIX = "_"  # config keys the orchestration adds (run ids, URIs, the objective); not hyperparameters
 DEFAULT_OBJECTIVE = ("eval_accuracy", "max")
@@ -64,7 +64,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     metric, mode = cfg.get("_metric", DEFAULT_OBJECTIVE[0]), cfg.get("_mode", DEFAULT_OBJECTIVE[1])
     recipe = get_recipe(train_cfg.method)
     checkpoint = ray.train.get_checkpoint()  # before setup: a resumed trial may skip setup-time work
-    setup = recipe.setup(flat, rank, world, resuming=checkpoint is not None, device=device)
+    with partitioned_loading(train_cfg, world, device, enabled=recipe.loads_partitioned):  # ZeRO-3 only
+        setup = recipe.setup(flat, rank, world, resuming=checkpoint is not None, device=device)
     engine, optimizer = initialize_engine(setup.model, setup.param_groups, train_cfg, world, device)
     logger = WorkerLogger(cfg.get("_run_id"), cfg.get("_tracking_uri"), enabled=rank == 0)
     node_ids = ",".join(_node_ids_of_ranks(world))
