@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow ui bench
+.PHONY: install demo test test-slow gpu-check ui bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test-slow: install
 	@command -v chromium >/dev/null && command -v sshd >/dev/null && command -v rsync >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq chromium openssh-server rsync)
 	$(BIN)/pytest -m slow
+
+# On a machine with a CUDA device (docs/cluster.md, "The GPU check"): about 8 minutes; writes
+# benchmarks/results/gpu_check.{json,md}. Skipped with its reason where no GPU is visible.
+gpu-check: install
+	$(BIN)/pytest -m gpu tests/gpu -rs
 
 ui: install
 	$(BIN)/raypost ui
