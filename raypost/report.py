@@ -383,6 +383,9 @@ def seed_groups(sweeps: list[Sweep]) -> list[tuple[str, dict[str, str], list[Tri
     return out
 
 
+LOSS_COLUMNS = (("train_output_loss", "train output loss"), ("eval_output_loss", "held-out output loss"))
+
+
 def section_seeds(sweeps: list[Sweep], out: Path) -> list[str]:
     lines = ["## (d) Mean and spread over seeds", "",
              f"Finished trials grouped by method and every hyperparameter except the seeds "
@@ -393,11 +396,14 @@ def section_seeds(sweeps: list[Sweep], out: Path) -> list[str]:
     if not groups:
         return lines + ["", "No setting was run with more than one seed in the given sweeps."]
     ks = _ks([t for _, _, ts in groups for t in ts], ACC)
+    # output-only losses on training vs held-out rows, where the recipe reports them (IM): the gap
+    # is the overfitting the IM paper argues its instruction loss reduces
+    losses = [(m, label) for m, label in LOSS_COLUMNS if any(m in t.metrics for _, _, ts in groups for t in ts)]
     rows = []
     for method, setting, ts in groups:
         seeds = ", ".join("/".join(t.params.get(k, "-") for k in SEED_KEYS) for t in ts)
         cells = []
-        for metric in (ACC, *[f"{ACC}_k{k}" for k in ks]):
+        for metric in (ACC, *[f"{ACC}_k{k}" for k in ks], *[m for m, _ in losses]):
             values = [t.metrics[metric] for t in ts if metric in t.metrics]
             cells.append(mean_std(values) if len(values) >= 2 else fmt(values[0]) if values else "-")
             if metric == ACC:
@@ -407,7 +413,7 @@ def section_seeds(sweeps: list[Sweep], out: Path) -> list[str]:
     lines += ["", "Seeds column: `seed/data_seed/adapter_init_seed` of each trial, in the order of the runs column.",
               "", "<!-- table: seeds -->",
               *md_table(["method", "setting", "n", "seeds", "acc", "acc 95% CI of the mean",
-                         *[f"k={k}" for k in ks], "sweeps", "runs"], rows),
+                         *[f"k={k}" for k in ks], *[label for _, label in losses], "sweeps", "runs"], rows),
               "", _sources(sweeps)]
     _plot_seeds(groups, out / PLOTS["seeds"])
     return lines + ["", f"![mean over seeds]({PLOTS['seeds']})"]

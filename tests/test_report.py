@@ -102,7 +102,9 @@ def _pcp_trial(seed: int, per_label: int, cpt_steps: int):
               "cpt_loss_first": 9.5 + seed, "cpt_seconds": 12.25 * (seed + 1), "worker_node_ids": f"node{seed}"}
     return {"config": {"seed": seed, "data_seed": seed, "labelled_per_label": per_label}, "params": params,
             "status": "FINISHED", "eval": [_acc(seed, per_label), _acc(seed, per_label + cpt_steps)],
-            "metrics": _final_metrics(1000 + seed * 10 + per_label, ks=(1, 2))}
+            # output-only losses as IM reports them (any recipe's trials may carry them)
+            "metrics": {**_final_metrics(1000 + seed * 10 + per_label, ks=(1, 2)),
+                        "train_output_loss": 0.5 + seed / 8, "eval_output_loss": 1.5 + seed / 16}}
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +261,10 @@ def test_report_numbers_plots_rebuild_and_artifacts(store, capsys):
     half = 3.182 * statistics.stdev(accs) / 2  # t(0.975, 3 df) * s / sqrt(4)
     assert g16["acc 95% CI of the mean"] == f"[{statistics.fmean(accs) - half:.4f}, {statistics.fmean(accs) + half:.4f}]"
     assert g16["seeds"].split(", ") == ["0/0/-", "1/1/-", "2/2/-", "3/3/-"]
+    for col, metric in (("train output loss", "train_output_loss"), ("held-out output loss", "eval_output_loss")):
+        xs = [m[metric] for m in values]
+        assert g16[col] == f"{statistics.fmean(xs):.4f} ± {statistics.stdev(xs):.4f}" != "0.0000 ± 0.0000"
+    assert dept["train output loss"] == dept["held-out output loss"] == "-"  # DePT does not report them
     assert seeds["labelled_per_label=64"]["n"] == "3"
 
     # plots: every section with data drew one, each a valid PNG, referenced from the report
