@@ -91,7 +91,8 @@ class SearchSpace:
 
 
 def check_overrides(overrides: dict, recipe: Recipe, known: set) -> None:
-    """``--set`` values are the user's, not the file's: their errors name the flag."""
+    """``--set`` values are the user's, not the file's: their errors name the flag. A number given
+    for a text key (``--set train_k=1``) is that text, as a shell user means it."""
     for key, value in overrides.items():
         if key not in known:
             raise ConfigError(f"--set {key}: unknown config key for method {recipe.name} "
@@ -99,6 +100,9 @@ def check_overrides(overrides: dict, recipe: Recipe, known: set) -> None:
         for cls in recipe.config_classes:
             for f in dataclasses.fields(cls):
                 if f.name == key:
+                    text_key = "str" in [t.strip() for t in str(f.type).split("|")]
+                    if text_key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                        overrides[key] = value = str(value)
                     try:
                         check_type(key, value, f.type)
                     except ConfigError as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import optuna.distributions as od
+import pytest
 
-from raypost.tune.space import default_space_file, load_space
+from raypost.errors import ConfigError
+from raypost.tune.space import default_space_file, load_space, parse_overrides
 
 
 def test_default_dept_space_builds_optuna_distributions():
@@ -32,3 +34,12 @@ def test_numbers_in_exponent_form_are_numbers(tmp_path):
                     "search:\n  lr_prompt: {type: float, low: 1e-3, high: 3e-2, log: true}\n")
     space = load_space(path, "dept", parse_overrides(["lr_head=2e-3"]))
     assert space.search["lr_prompt"]["low"] == 1e-3 and space.fixed["lr_head"] == 2e-3
+
+
+def test_a_number_set_for_a_text_key_is_that_text():
+    """`--set train_k=1` (what a shell user types) is the k list "1", not a type error; a number
+    key still refuses text."""
+    space = load_space(default_space_file("dept"), "dept", parse_overrides(["train_k=1", "eval_k=2", "steps=7"]))
+    assert space.fixed["train_k"] == "1" and space.fixed["eval_k"] == "2" and space.fixed["steps"] == 7
+    with pytest.raises(ConfigError, match=r"^--set steps='x' must be a whole number$"):
+        load_space(default_space_file("dept"), "dept", parse_overrides(["steps=x"]))
