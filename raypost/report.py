@@ -9,7 +9,8 @@ final StepGame evaluation), and writes ``OUT/report.md`` plus ``OUT/report-*.png
 (b) the Pareto front of accuracy (``stepgame_acc``) against trainable parameters, all trials;
 (c) the DePT m/r split curve: accuracy against prompt length m (``dept_m``), r (``dept_r``) marked;
 (d) mean and spread over seeds: trials grouped by every hyperparameter except the seeds
-    (``seed``, ``data_seed``, ``adapter_init_seed``), within and across sweeps of a method;
+    (``seed``, ``data_seed``, ``adapter_init_seed``), within and across sweeps of a method, with
+    the output-only losses on training and held-out rows where the recipe reports them (IM);
 (e) every finished trial, for reference.
 
 Every number is an MLflow value printed with a fixed format (accuracies 4 decimals), every table
