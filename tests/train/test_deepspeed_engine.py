@@ -123,7 +123,7 @@ def test_dept_trains_in_bf16_on_cpu(one_rank_group):
             loss = setup.compute_loss(engine, batch)
             engine.backward(loss)
             engine.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         first[precision] = losses[0]
         dtypes = {p.dtype for p in engine.module.parameters()}
         assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}, (precision, dtypes)
