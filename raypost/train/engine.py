@@ -121,6 +121,18 @@ def initialize_engine(model, param_groups, cfg: TrainConfig, world_size: int, de
     return engine, optimizer
 
 
+def build_worker(recipe, flat: dict, cfg: TrainConfig, rank: int, world_size: int, device: torch.device,
+                 resuming: bool = False):
+    """What every trial worker builds: the recipe's setup (a pretrained base loaded partitioned at
+    ZeRO-3, unless the recipe opts out), then the DeepSpeed engine on its parameter groups.
+    Returns ``(setup, engine, optimizer)``; the trial loop, the GPU check and the ZeRO-3 tests
+    all build through here."""
+    with partitioned_loading(cfg, world_size, device, enabled=recipe.loads_partitioned):
+        setup = recipe.setup(flat, rank, world_size, resuming=resuming, device=device)
+    engine, optimizer = initialize_engine(setup.model, setup.param_groups, cfg, world_size, device)
+    return setup, engine, optimizer
+
+
 def group_lrs(optimizer) -> dict[str, float]:
     """The current lr of each optimizer group, by the group's name (``lr_<name>`` in MLflow)."""
     return {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}

@@ -99,11 +99,12 @@ def _trial(flat: dict, stage: int, rank: int, out: Path) -> dict:
     cfg = TrainConfig(**{k: v for k, v in flat.items() if k in TrainConfig.__dataclass_fields__})
     cpu = torch.device("cpu")
 
+    recipe = get_recipe(cfg.method)
+
     def build():
         torch.manual_seed(cfg.seed)
-        recipe = get_recipe(cfg.method)
-        with partitioned_loading(cfg, WORLD, cpu, enabled=recipe.loads_partitioned):  # as the loop does
-            setup = recipe.setup(flat, rank, WORLD, device=cpu)
+        with partitioned_loading(cfg, WORLD, cpu, enabled=recipe.loads_partitioned):  # as build_worker does,
+            setup = recipe.setup(flat, rank, WORLD, device=cpu)  # to see the model before DeepSpeed starts
         loaded_partitioned = is_partitioned(setup.model)
         engine, _ = initialize_engine(setup.model, setup.param_groups, cfg, WORLD, cpu)
         engine.loaded_partitioned = loaded_partitioned

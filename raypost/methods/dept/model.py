@@ -60,13 +60,12 @@ class DeptModel(nn.Module):
         gen = torch.Generator().manual_seed(config.adapter_init_seed)
         with whole_weights(self.base, [emb]):  # a base ZeRO-3 partitioned as it loaded: read the whole table
             self.prompt = nn.Parameter(self._initial_prompt(base.tokenizer, emb, gen)) if m else None
-            like = emb.new_empty(0)  # dtype and device of the embeddings
         self.lowrank_A = self.lowrank_B = None
         if r:
             a = torch.empty(s, r)
             nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=gen)  # nn.Linear's default init
-            self.lowrank_A = nn.Parameter(a.to(like))
-            self.lowrank_B = nn.Parameter(torch.zeros(r, d).to(like))  # B = 0: start exactly at prompt tuning
+            self.lowrank_A = nn.Parameter(a.to(emb))  # .to(tensor): its dtype and device, partitioned or not
+            self.lowrank_B = nn.Parameter(torch.zeros(r, d).to(emb))  # B = 0: start exactly at prompt tuning
 
     # ---- set-up ---------------------------------------------------------------------------
     def _find_head(self) -> str:

@@ -28,7 +28,7 @@ from raypost.batches import count_tokens
 from raypost.distributed import broadcast, gather_objects, mean_across_ranks, replica_max_diff, sum_across_ranks
 from raypost.recipes import get_recipe
 from raypost.recipes.train_config import TrainConfig
-from raypost.train.engine import group_lrs, initialize_engine, partitioned_loading, resolve_device, save_trainable
+from raypost.train.engine import build_worker, group_lrs, resolve_device, save_trainable
 
 PRIVATE_PREFIX = "_"  # config keys the orchestration adds (run ids, URIs, the objective); not hyperparameters
 DEFAULT_OBJECTIVE = ("eval_accuracy", "max")
@@ -64,9 +64,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     metric, mode = cfg.get("_metric", DEFAULT_OBJECTIVE[0]), cfg.get("_mode", DEFAULT_OBJECTIVE[1])
     recipe = get_recipe(train_cfg.method)
     checkpoint = ray.train.get_checkpoint()  # before setup: a resumed trial may skip setup-time work
-    with partitioned_loading(train_cfg, world, device, enabled=recipe.loads_partitioned):  # ZeRO-3 only
-        setup = recipe.setup(flat, rank, world, resuming=checkpoint is not None, device=device)
-    engine, optimizer = initialize_engine(setup.model, setup.param_groups, train_cfg, world, device)
+    setup, engine, optimizer = build_worker(recipe, flat, train_cfg, rank, world, device, resuming=checkpoint is not None)
     logger = WorkerLogger(cfg.get("_run_id"), cfg.get("_tracking_uri"), enabled=rank == 0)
     node_ids = ",".join(_node_ids_of_ranks(world))
     # the param keeps where the trial first ran (params are immutable, so a restart skips it);
