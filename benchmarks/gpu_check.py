@@ -156,6 +156,8 @@ def check_sweep(device: torch.device, quick: bool, out: Path, log) -> dict:
     import yaml
     from mlflow.tracking import MlflowClient
 
+    from raypost.tracking.metric_keys import run_metrics
+
     space = {"method": "dept", "samples": 2, "workers": 1, "scheduler": "fifo", "objectives": {"eval_accuracy": "max"},
              "points_to_evaluate": [{"lr_prompt": 1e-2}, {"lr_prompt": 3e-3}],
              "fixed": {**COMMON, "model": "tiny:bert" if quick else "minilm", "prompt_length": 20, "lowrank_rank": 8,
@@ -177,8 +179,8 @@ def check_sweep(device: torch.device, quick: bool, out: Path, log) -> dict:
         [experiment.experiment_id], filter_string="tags.`raypost.role` = 'trial'")
     row = {"exit_code": proc.returncode, "wall_s": time.perf_counter() - start,
            "trials": [{"status": t.info.status, "device": t.data.params.get("device"),
-                       "precision": t.data.params.get("precision"), "eval_accuracy": t.data.metrics.get("eval_accuracy"),
-                       "peak_memory_mb": t.data.metrics.get("peak_memory_mb")} for t in trials],
+                       "precision": t.data.params.get("precision"), "eval_accuracy": run_metrics(t).get("eval_accuracy"),
+                       "peak_memory_mb": run_metrics(t).get("peak_memory_mb")} for t in trials],
            "stderr_tail": proc.stderr[-2000:]}
     row["ok"] = (proc.returncode == 0 and len(trials) == 2
                  and all(t["status"] == "FINISHED" and t["device"] == device.type for t in row["trials"]))

@@ -109,6 +109,7 @@ def arm_config(args, arm: str) -> tuple[str, dict]:
 def run_arm(args, ray_ctx, arm: str, name: str) -> dict:
     from mlflow.tracking import MlflowClient
 
+    from raypost.tracking.metric_keys import mlflow_key
     from raypost.train.launch import Scaling
     from raypost.tune.space import validate_space
     from raypost.tune.sweep import SweepOptions, run_sweep
@@ -130,7 +131,7 @@ def run_arm(args, ray_ctx, arm: str, name: str) -> dict:
     client = MlflowClient(ray_ctx.uri)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                 filter_string=f"tags.`raypost.sweep` = '{name}' and tags.`raypost.role` = 'trial'")
-    hist = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+    hist = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, mlflow_key(key))}
             for key in ("eval_accuracy", "eval_loss", "train_s", "cpu_s", "tokens_per_s", "train_loss")}
     curve = [{"step": s, "accuracy": hist["eval_accuracy"][s], "eval_loss": hist["eval_loss"].get(s),
               "train_s": hist["train_s"].get(s), "cpu_s": hist["cpu_s"].get(s),

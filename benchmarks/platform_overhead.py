@@ -362,6 +362,8 @@ def run_raypost(args, ray_ctx: RayContext, cfg: dict, name: str, workers: int, s
 def analyse_sweep(ray_ctx: RayContext, name: str, cfg: dict, t_call: float, t_return: float, workers: int) -> dict:
     from mlflow.tracking import MlflowClient
 
+    from raypost.tracking.metric_keys import mlflow_key
+
     client = MlflowClient(ray_ctx.uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               filter_string=f"tags.`raypost.sweep` = '{name}'")
@@ -373,9 +375,9 @@ def analyse_sweep(ray_ctx: RayContext, name: str, cfg: dict, t_call: float, t_re
     single = len(trials) == 1
     for run in trials:
         rid = run.info.run_id
-        loss_t = C.mlflow_step_times(client.get_metric_history(rid, "train_loss"))
-        eval_t = C.mlflow_step_times(client.get_metric_history(rid, metric))
-        best_t = C.mlflow_step_times(client.get_metric_history(rid, f"best_{metric}"))
+        loss_t = C.mlflow_step_times(client.get_metric_history(rid, mlflow_key("train_loss")))
+        eval_t = C.mlflow_step_times(client.get_metric_history(rid, mlflow_key(metric)))
+        best_t = C.mlflow_step_times(client.get_metric_history(rid, mlflow_key(f"best_{metric}")))
         iv = C.split_intervals(loss_t, cfg["eval_every"], cfg["steps"])
         step_s = iv["step_s"]
         trial_start, trial_end = run.info.start_time / 1000, run.info.end_time / 1000

@@ -143,6 +143,7 @@ def compare(fifo: dict, asha: dict, fifo_line: list[dict], asha_line: list[dict]
 def run_one(args, ray_ctx, space_raw: dict, points: list[dict], scheduler: str, name: str) -> dict:
     from mlflow.tracking import MlflowClient
 
+    from raypost.tracking.metric_keys import mlflow_key
     from raypost.train.launch import Scaling
     from raypost.tune.space import validate_space
     from raypost.tune.sweep import SweepOptions, run_sweep
@@ -167,8 +168,8 @@ def run_one(args, ray_ctx, space_raw: dict, points: list[dict], scheduler: str, 
     metric = space_raw["metric"]
     trials = []
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        steps = {m.step: m.timestamp / 1000 for m in client.get_metric_history(run.info.run_id, "train_loss")}
-        evals = [(m.step, m.value, m.timestamp / 1000) for m in client.get_metric_history(run.info.run_id, metric)]
+        steps = {m.step: m.timestamp / 1000 for m in client.get_metric_history(run.info.run_id, mlflow_key("train_loss"))}
+        evals = [(m.step, m.value, m.timestamp / 1000) for m in client.get_metric_history(run.info.run_id, mlflow_key(metric))]
         config = {k: run.data.params.get(k) for k in space_raw["search"]}
         trials.append({"trial": run.info.run_name, "config": config, "steps": steps, "evals": evals,
                        "stopped_early": run.data.tags.get("raypost.stopped_early"),

@@ -101,6 +101,7 @@ def load_sweep(client, name: str) -> Sweep:
     from mlflow.exceptions import MlflowException
 
     from raypost.tracking import runs
+    from raypost.tracking.metric_keys import objective_value, run_metrics
 
     try:
         parent = runs.find_sweep_run(client, name)
@@ -126,13 +127,12 @@ def load_sweep(client, name: str) -> Sweep:
             key = "stopped early" if stopped else status
             excluded[key] = excluded.get(key, 0) + 1
             continue
-        metrics = dict(run.data.metrics)
         end, start = run.info.end_time, run.info.start_time
         trials.append(Trial(
             sweep=name, method=run.data.params.get("method", method), run_id=run.info.run_id,
             name=run.info.run_name or run.info.run_id, status=status, params=dict(run.data.params),
-            metrics=metrics, seconds=(end - start) / 1000 if end and start else None,
-            score=metrics.get(f"best_{metric}", metrics.get(metric))))
+            metrics=run_metrics(run), seconds=(end - start) / 1000 if end and start else None,
+            score=objective_value(run, metric)))
     if not trials:
         left = ", ".join(f"{n} {s}" for s, n in sorted(excluded.items())) or "no trial runs at all"
         raise TrackingError(f"sweep {name!r} has no finished trial ({left}); nothing to report yet "

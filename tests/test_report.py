@@ -20,6 +20,7 @@ import pytest
 from raypost.cli import main
 from raypost.report import ACC, PLOTS, REPORT_MD, build_report, read_tables
 from raypost.tracking import runs
+from raypost.tracking.metric_keys import mlflow_key, run_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,7 +50,7 @@ def _final_metrics(seed: int, ks=(1, 2, 3), groups=("clean",)) -> dict[str, floa
     return out
 
 
-def _sweep(client, name: str, method: str, fixed: dict, search: dict, trials: list[dict]) -> str:
+def _sweep(client, name: str, method: str, fixed: dict, search: dict, trials: list[dict], layout: str = "grouped") -> str:
     """A parent run as ``raypost sweep`` creates it and one trial run per entry of ``trials``
     (``config``: the Tune config; ``params``: what the worker adds; ``metrics``; ``status``)."""
     from mlflow.entities import Metric
@@ -66,11 +67,12 @@ def _sweep(client, name: str, method: str, fixed: dict, search: dict, trials: li
                                          "optimizer": "DeepSpeedCPUAdam"})
         metrics = [Metric("train_loss", 2.0 - s / 10, 0, s) for s in range(1, 5)]
         metrics += [Metric("eval_accuracy", trial["eval"][j], 0, 2 * (j + 1)) for j in range(2)]
-        metrics += [Metric("peak_memory_mb", 512.25 + i, 0, 4)]
+        metrics += [Metric("peak_memory_mb", 512.25 + i, 0, 4), Metric("best_eval_accuracy", max(trial["eval"]), 0, 4)]
         if trial["status"] == "FINISHED":
             metrics += [Metric(k, v, 0, 4) for k, v in trial["metrics"].items()]
+        if layout == "grouped":  # as raypost logs them; "flat": as raypost did before grouping
+            metrics = [Metric(mlflow_key(m.key), m.value, m.timestamp, m.step) for m in metrics]
         client.log_batch(run_id, metrics=metrics)
-        client.log_metric(run_id, "best_eval_accuracy", max(trial["eval"]), step=4)
         if trial.get("stopped"):
             client.set_tag(run_id, "raypost.stopped_early", "true")
         client.set_terminated(run_id, status=trial["status"])
@@ -168,7 +170,7 @@ def _check_tables_match_mlflow(client, md: str, sweeps: list[str]) -> None:
     def metrics(run_id):
         if run_id not in run:
             run[run_id] = client.get_run(run_id)
-        return run[run_id].data.metrics
+        return run_metrics(run[run_id])
 
     f4 = lambda v: f"{v:.4f}"  # noqa: E731
 
@@ -177,7 +179,7 @@ def _check_tables_match_mlflow(client, md: str, sweeps: list[str]) -> None:
     assert [r["sweep"] for r in rows] == sweeps
     for row in rows:
         finished = _finished(client, row["sweep"])
-        best = max(finished, key=lambda r: r.data.metrics["best_eval_accuracy"])
+        best = max(finished, key=lambda r: run_metrics(r)["best_eval_accuracy"])
         assert row["run"] == best.info.run_id
         m = metrics(row["run"])
         assert row["objective"] == f4(m["best_eval_accuracy"])
@@ -191,7 +193,7 @@ def _check_tables_match_mlflow(client, md: str, sweeps: list[str]) -> None:
         ks = [int(h[2:]) for h in row if h.startswith("k=")]
         assert ks and all(row[f"k={k}"] == (f4(m[f"{ACC}_k{k}"]) if f"{ACC}_k{k}" in m else "-") for k in ks)
     # (b) the Pareto front, recomputed from every finished trial
-    points = [(int(r.data.params["trainable_params"]), r.data.metrics[ACC], r.info.run_id)
+    points = [(int(r.data.params["trainable_params"]), run_metrics(r)[ACC], r.info.run_id)
               for s in sweeps for r in _finished(client, s)]
     front = tables["pareto"]
     assert front
@@ -209,13 +211,13 @@ def _check_tables_match_mlflow(client, md: str, sweeps: list[str]) -> None:
         for row in mr:
             p = run.get(row["run"]) or client.get_run(row["run"])
             assert (row["m"], row["r"]) == (p.data.params["dept_m"], p.data.params["dept_r"])
-            assert row["acc"] == f4(p.data.metrics[ACC])
+            assert row["acc"] == f4(run_metrics(p)[ACC])
     # every finished trial is listed with its numbers
     listed = {r["run"]: r for r in tables["trials"]}
     for s in sweeps:
         for r in _finished(client, s):
-            assert listed[r.info.run_id]["acc"] == f4(r.data.metrics[ACC])
-            assert listed[r.info.run_id]["objective"] == f4(r.data.metrics["best_eval_accuracy"])
+            assert listed[r.info.run_id]["acc"] == f4(run_metrics(r)[ACC])
+            assert listed[r.info.run_id]["objective"] == f4(run_metrics(r)["best_eval_accuracy"])
 
 
 def test_report_numbers_plots_rebuild_and_artifacts(store, capsys):
@@ -234,7 +236,7 @@ def test_report_numbers_plots_rebuild_and_artifacts(store, capsys):
     sweeps = {r["sweep"]: r for r in tables["sweeps"]}
     assert sweeps["syn-dept"]["finished trials"] == "4" and sweeps["syn-dept"]["left out"] == "1 stopped early"
     (pt_noisy,) = [r for r in tables["accuracy_noisy"] if r["sweep"] == "syn-pt"]
-    pt = client.get_run(pt_noisy["run"]).data.metrics
+    pt = run_metrics(client.get_run(pt_noisy["run"]))
     assert pt_noisy["acc"] == f"{pt['stepgame_noisy_acc']:.4f}"
     assert pt_noisy["k=2"] == f"{pt['stepgame_noisy_acc_k2']:.4f}"
     assert "accuracy_clean" in tables
@@ -253,7 +255,7 @@ def test_report_numbers_plots_rebuild_and_artifacts(store, capsys):
     assert dept["sweeps"] == "syn-dept, syn-pt"
     g16 = seeds["labelled_per_label=16"]
     assert g16["n"] == "4" and g16["sweeps"] == "syn-pcp, syn-pcp-seed3"
-    values = [client.get_run(r).data.metrics for r in g16["runs"].split(", ")]
+    values = [run_metrics(client.get_run(r)) for r in g16["runs"].split(", ")]
     for col, metric in (("acc", ACC), ("k=1", f"{ACC}_k1"), ("k=2", f"{ACC}_k2")):
         xs = [m[metric] for m in values]
         assert g16[col] == f"{statistics.fmean(xs):.4f} ± {statistics.stdev(xs):.4f}"
@@ -305,6 +307,25 @@ def test_report_of_one_sweep_without_seed_groups(store):
     assert not (out / PLOTS["seeds"]).exists()
     _check_tables_match_mlflow(_client(uri), md, ["syn-dept"])
     assert "the clean rows are the whole eval set" in md and "accuracy_clean" not in read_tables(md)
+
+
+def test_report_reads_stores_written_before_metric_grouping(tmp_path):
+    """A store whose trials logged flat metric names (raypost before eval/..., train/...) gives
+    the same tables, number for number, as the same trials logged under the grouped keys."""
+    fixed = {"model": "minilm", "steps": 4, "eval_every": 2, "param_budget": 15360, "max_input_length": 96}
+    search = {"prompt_length": {"type": "int", "low": 0, "high": 40}}
+    tables = {}
+    for layout in ("flat", "grouped"):
+        client = _client(f"sqlite:///{tmp_path / layout}.db")
+        _sweep(client, "syn-dept", "dept", fixed, search, [_dept_trial(m, 0) for m in (20, 0, 40)], layout=layout)
+        stored = runs.trial_runs(client, runs.find_sweep_run(client, "syn-dept").info.run_id)
+        assert any(("/" in k) == (layout == "grouped") for r in stored for k in r.data.metrics)
+        md = build_report(client, ["syn-dept"], tmp_path / f"out-{layout}").read_text()
+        _check_tables_match_mlflow(client, md, ["syn-dept"])
+        ids = ("run", "runs", "parent run")  # run ids differ between the two stores; nothing else may
+        tables[layout] = {k: [{c: v for c, v in row.items() if c not in ids} for row in rows]
+                          for k, rows in read_tables(md).items()}
+    assert tables["flat"] == tables["grouped"] and tables["flat"]["accuracy_all"]
 
 
 def test_report_errors(store, capsys):
@@ -407,7 +428,7 @@ def test_report_from_a_real_sweep(tmp_path, ray_cluster):
     assert (out / REPORT_MD).read_bytes() == before
     parent = runs.find_sweep_run(client, "rep").info.run_id
     assert f"report/{REPORT_MD}" in {a.path for a in client.list_artifacts(parent, "report")}
-    assert not math.isnan(client.get_run(mr[0]["run"]).data.metrics[ACC])
+    assert not math.isnan(run_metrics(client.get_run(mr[0]["run"]))[ACC])
 
 
 def test_reports_print_data_paths_relative_to_the_working_directory(tmp_path, monkeypatch):

@@ -164,7 +164,8 @@ def write_results(result: StepgameResult, out_dir) -> list[Path]:
 
 
 def log_to_mlflow(result: StepgameResult, out_dir, prefix: str = "stepgame") -> bool:
-    """Log metrics (``{prefix}_acc_k1``, ...) and ``out_dir``'s files to the active MLflow run.
+    """Log metrics (``{prefix}/acc_k1``, ...: one chart section in the MLflow UI, the keys a trial's
+    final evaluation gets too) and ``out_dir``'s files to the active MLflow run.
 
     Does nothing and returns False when no run is active.
     """
@@ -172,6 +173,6 @@ def log_to_mlflow(result: StepgameResult, out_dir, prefix: str = "stepgame") -> 
 
     if mlflow.active_run() is None:
         return False
-    mlflow.log_metrics({f"{prefix}_{name}": value for name, value in result.metrics().items()})
+    mlflow.log_metrics({f"{prefix}/{name}": value for name, value in result.metrics().items()})
     mlflow.log_artifacts(str(out_dir), artifact_path=prefix)
     return True

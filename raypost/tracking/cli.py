@@ -83,15 +83,11 @@ def ui_command(tracking_uri: str, port: int) -> list[str]:
             "--workers", "1"]
 
 
-# MLflow 3's UI opens in its GenAI mode unless told otherwise (a browser-wide setting, which
-# the experiment's mlflow.experimentKind tag does not change); this URL parameter opens an
-# experiment straight on its training runs
-RUNS_VIEW = "runs?workflowType=machine_learning"
-
-
 def experiment_links(tracking_uri: str, port: int) -> list[str]:
-    """``raypost-dept: http://127.0.0.1:5000/#/experiments/1/runs?...`` per raypost experiment."""
+    """Per raypost experiment: a link to its training runs, then one per sweep to that sweep's
+    trials with their hyperparameter and metric columns (``raypost.tracking.views``)."""
     from raypost.tracking.runs import EXPERIMENT_PREFIX
+    from raypost.tracking.views import experiment_link, sweep_link, sweeps_with_views
 
     db = tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///") else None
     if db is not None and not Path(db).is_file():
@@ -102,8 +98,12 @@ def experiment_links(tracking_uri: str, port: int) -> list[str]:
         experiments = MlflowClient(tracking_uri).search_experiments()
     except Exception:  # the UI itself will report a store it cannot open
         return []
-    return [f"  {e.name}: http://127.0.0.1:{port}/#/experiments/{e.experiment_id}/{RUNS_VIEW}"
-            for e in experiments if e.name.startswith(EXPERIMENT_PREFIX)]
+    lines = []
+    for e in experiments:
+        if e.name.startswith(EXPERIMENT_PREFIX):
+            lines.append(f"  {e.name}: {experiment_link(port, e.experiment_id)}")
+            lines += [f"    sweep {s}: {sweep_link(port, e.experiment_id, s)}" for s in sweeps_with_views(e)]
+    return lines
 
 
 def cli_ui(args) -> int:
@@ -112,7 +112,8 @@ def cli_ui(args) -> int:
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", file=sys.stderr)
     links = experiment_links(uri, args.port)
     if links:
-        print("each raypost experiment's training runs:", *links, sep="\n", file=sys.stderr)
+        print("each raypost experiment's training runs, and each sweep's trials side by side:", *links, sep="\n",
+              file=sys.stderr)
     os.execv(cmd[0], cmd)
     return 0  # not reached
 

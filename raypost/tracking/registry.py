@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raypost.errors import TrackingError
+from raypost.tracking.metric_keys import flat_name, mlflow_key, objective_value
 
 MODEL_NAME = "model"
 MODEL_URI_TAG = "raypost.model_uri"  # the pyfunc model logged from the adapter (by promote)
@@ -28,13 +29,14 @@ MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # models from code: no
 
 def log_adapter_artifacts(client, run_id: str, adapter_dir: Path, metric: str, value: float, step: int) -> None:
     """What a trial logs when its metric improves: the adapter folder as ``adapter/`` artifacts,
-    then ``best_<metric>`` and the adapter's step (one call), so promote finds the files complete."""
+    then ``best_<metric>`` (MLflow key ``eval/best_accuracy`` for ``eval_accuracy``) and the adapter's
+    step (one call), so promote finds the files complete."""
     import time
 
     from mlflow.entities import Metric, RunTag
 
     client.log_artifacts(run_id, str(adapter_dir), artifact_path=ADAPTER_DIR)
-    client.log_batch(run_id, metrics=[Metric(f"best_{metric}", float(value), int(time.time() * 1000), step)],
+    client.log_batch(run_id, metrics=[Metric(mlflow_key(f"best_{metric}"), float(value), int(time.time() * 1000), step)],
                      tags=[RunTag(ADAPTER_TAG, str(step))])
 
 
@@ -99,9 +101,11 @@ def adapter_model_uri(client, run) -> str:
 
 
 def best_trial_run(client, target: str, metric: str | None, mode: str | None):
-    """The best trial of sweep ``target`` (or the run ``target`` itself) by ``metric``."""
+    """The best trial of sweep ``target`` (or the run ``target`` itself) by ``metric`` (its flat
+    name or its MLflow key: ``eval_accuracy`` or ``eval/accuracy``)."""
     from raypost.tracking import runs
 
+    metric = flat_name(metric) if metric else None
     sweep = runs.find_sweep_run(client, target)
     if sweep is None:
         try:
@@ -113,14 +117,11 @@ def best_trial_run(client, target: str, metric: str | None, mode: str | None):
     mode = mode or _sweep_mode(sweep, metric)
     candidates = [r for r in runs.trial_runs(client, sweep.info.run_id)
                   if ADAPTER_TAG in r.data.tags or MODEL_URI_TAG in r.data.tags]
-    scored = [r for r in candidates if f"best_{metric}" in r.data.metrics or metric in r.data.metrics]
+    scored = [(objective_value(r, metric), r) for r in candidates]
+    scored = [(value, r) for value, r in scored if value is not None]
     if not scored:
         raise TrackingError(f"metric {metric!r} was not logged by any finished trial of sweep {target!r}")
-
-    def score(run):
-        return run.data.metrics.get(f"best_{metric}", run.data.metrics.get(metric))
-
-    return (max if mode == "max" else min)(scored, key=score), metric
+    return (max if mode == "max" else min)(scored, key=lambda vr: vr[0])[1], metric
 
 
 def _sweep_metric(sweep_run) -> str:
@@ -147,7 +148,9 @@ def promote(client, target: str, name: str, metric: str | None = None, mode: str
     mlflow.set_tracking_uri(client.tracking_uri)
     model_uri = adapter_model_uri(client, run)
     version = mlflow.register_model(model_uri, name)
-    value = run.data.metrics.get(f"best_{metric}", run.data.metrics.get(metric))
+    value = objective_value(run, metric)
+    if value is None:
+        raise TrackingError(f"run {run.info.run_id} has no metric {metric!r} to promote it by")
     sweep = run.data.tags.get("raypost.sweep", "")
     client.update_model_version(name, version.version, description=(
         f"{run.data.params.get('method', '?')} adapter on {run.data.params.get('model', '?')}: best {metric} "

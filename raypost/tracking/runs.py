@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from raypost.errors import TrackingError
+from raypost.tracking.metric_keys import run_metrics
 
 SWEEP_TAG, ROLE_TAG, TRIAL_TAG = "raypost.sweep", "raypost.role", "raypost.trial_id"
 OUTCOME_TAG = "raypost.outcome"  # what happened to a trial, in words: completed / stopped early at step N / interrupted
@@ -198,7 +199,7 @@ def close_dangling_trials(client, parent_run_id: str, interrupted: set[str] | No
                 client.set_tag(run.info.run_id, OUTCOME_TAG, "interrupted (--resume reruns it)")
                 client.set_terminated(run.info.run_id, status="KILLED")
             else:
-                steps, reached = run.data.params.get("steps"), run.data.metrics.get("step")
+                steps, reached = run.data.params.get("steps"), run_metrics(run).get("step")
                 complete = steps is not None and reached is not None and reached >= float(steps)
                 client.set_tag(run.info.run_id, "raypost.stopped_early", str(not complete).lower())
                 client.set_tag(run.info.run_id, OUTCOME_TAG, "completed" if complete else

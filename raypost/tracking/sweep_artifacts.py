@@ -11,15 +11,15 @@ import yaml
 
 from raypost.files import write_text_atomic
 from raypost.tracking import runs
+from raypost.tracking.metric_keys import mlflow_key, objective_value, run_metrics
 
 
 def trial_table(client, parent_run_id: str, metric: str, mode: str) -> list[dict]:
     """One row per trial from MLflow (the source of truth), best first."""
     rows = []
     for run in runs.trial_runs(client, parent_run_id):
-        score = run.data.metrics.get(f"best_{metric}", run.data.metrics.get(metric))
         rows.append({"trial": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status,
-                     metric: score, "steps": run.data.metrics.get("step"),
+                     metric: objective_value(run, metric), "steps": run_metrics(run).get("step"),
                      "trainable_params": run.data.params.get("trainable_params"),
                      "params": {k: v for k, v in run.data.params.items()}})
     rows.sort(key=lambda r: (r[metric] is None, -(r[metric] or 0) if mode == "max" else (r[metric] or 0)))
@@ -60,7 +60,7 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
     best = next((r for r in rows if r[metric] is not None), None)
     if best:
         best_config = {k: _parse(v) for k, v in best["params"].items() if k in {**space.fixed, **space.search}}
-        client.log_metric(parent_run_id, f"best_{metric}", float(best[metric]))
+        client.log_metric(parent_run_id, mlflow_key(f"best_{metric}"), float(best[metric]))
         client.set_tag(parent_run_id, "raypost.best_run_id", best["run_id"])
         client.log_text(parent_run_id, yaml.safe_dump(best_config, sort_keys=True), "best_config.yaml")
         if experiment_dir is not None:

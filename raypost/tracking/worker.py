@@ -4,6 +4,8 @@ Metrics are buffered and sent with one ``log_batch`` per evaluation interval, or
 ``knobs.progress_interval()`` seconds (30) when evaluations are further apart, so the hot loop never waits on the
 tracking server. With that flush the worker writes its progress (step, total, steps/s) into the
 run's ``raypost.progress`` tag, which the sweep's console reads (raypost/tune/progress.py).
+Metrics arrive under raypost's flat names and leave under their MLflow keys; the loop's constants
+become tags (``raypost.tracking.metric_keys``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from raypost import knobs
+from raypost.tracking.metric_keys import REPLICA_TAG, STEP_TAG, split_constants
 
 PROGRESS_TAG = "raypost.progress"
 
@@ -22,6 +25,8 @@ class WorkerLogger:
         self.enabled = bool(enabled and run_id)
         self.run_id = run_id
         self._pending: list = []
+        self._tags: dict[str, str] = {}  # sent with the next flush
+        self._replica_max = 0.0  # the largest replica difference so far (REPLICA_TAG)
         self._mark: tuple[int, float] | None = None  # (step, time) of the last progress tag
         self._interval = knobs.progress_interval()  # read once, not on every training step
         if self.enabled:
@@ -33,9 +38,11 @@ class WorkerLogger:
         if self.enabled:
             from mlflow.entities import Param
 
-            existing = self.client.get_run(self.run_id).data.params
+            run = self.client.get_run(self.run_id)
+            existing = run.data.params
             # a restarted worker logs the same params again; MLflow rejects re-logging, so skip them
             new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+            self._replica_max = float(run.data.tags.get(REPLICA_TAG, 0.0))  # a restart keeps the run's maximum
             if new:
                 self.client.log_batch(self.run_id, params=new)
 
@@ -44,17 +51,28 @@ class WorkerLogger:
             self.client.set_tag(self.run_id, key, value)
 
     def add(self, step: int, /, **metrics: float) -> None:
+        """Buffer ``metrics`` (flat names) at ``step``: curves under their MLflow keys; ``step``
+        and ``replica_max_diff`` as tags; ``trainable_params`` not at all (a param already)."""
         if self.enabled:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+            curves, tags = split_constants(metrics)
+            self._pending += [Metric(k, float(v), now, step) for k, v in curves.items()]
+            if STEP_TAG in tags:
+                self._tags[STEP_TAG] = str(int(tags[STEP_TAG]))
+            if REPLICA_TAG in tags:
+                self._replica_max = max(self._replica_max, float(tags[REPLICA_TAG]))
+                self._tags[REPLICA_TAG] = repr(self._replica_max)
 
     def flush(self) -> None:
-        if self.enabled and self._pending:
-            for i in range(0, len(self._pending), 1000):  # MLflow's per-call limit
-                self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
-            self._pending = []
+        if self.enabled and (self._pending or self._tags):
+            from mlflow.entities import RunTag
+
+            tags = [RunTag(k, v) for k, v in self._tags.items()]
+            for i in range(0, max(len(self._pending), 1), 1000):  # MLflow's per-call limit
+                self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000], tags=tags if i == 0 else [])
+            self._pending, self._tags = [], {}
 
     def progress(self, step: int, total: int, force: bool = False) -> None:
         """Every ``knobs.progress_interval()`` s (or when ``force``): flush, then tag the run with where it is."""

@@ -22,6 +22,7 @@ from ray.tune import Callback
 
 from raypost import knobs
 from raypost.tracking import runs
+from raypost.tracking.metric_keys import run_metrics
 from raypost.tracking.worker import PROGRESS_TAG
 
 
@@ -137,6 +138,7 @@ def trial_line(run, metric: str) -> str:
     parts = [f"step {p['step']}/{p['steps']}", f"{p['steps_per_s']:.3g} steps/s"]
     if left is not None:
         parts.append(f"ETA {duration(left)}")
-    if metric in run.data.metrics:
-        parts.append(f"{metric} {fmt(run.data.metrics[metric])}")
+    latest = run_metrics(run).get(metric)
+    if latest is not None:
+        parts.append(f"{metric} {fmt(latest)}")
     return "  ".join(parts)

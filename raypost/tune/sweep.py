@@ -88,6 +88,7 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
     """Run (or resume) a sweep; returns the Tune ``ResultGrid`` and the summary text. Raises
     ``Interrupted`` (exit 130) after closing everything when a SIGINT/SIGTERM stopped it."""
     from raypost.tracking import runs
+    from raypost.tracking.views import save_sweep_view
 
     # the space as run: --samples/--workers/--scheduler override the file, and the logged
     # search_space.yaml and the "finished or interrupted" verdict must count the same trials
@@ -106,6 +107,7 @@ def run_sweep(space: SearchSpace, opts: SweepOptions):
     status = "FAILED"
     try:
         client.log_text(parent_run_id, yaml.safe_dump(space.as_dict(), sort_keys=False), "search_space.yaml")
+        save_sweep_view(client, parent_run_id)  # the runs table `raypost ui` links this sweep to
         _start_ray(opts)  # first: ray.init installs its own SIGTERM handler, which must not replace ours
         with StopSignals() as stop:
             results = _fit(space, opts, parent_run_id)

@@ -83,8 +83,8 @@ def check_sweep_records(home: Path, head_node_id: str) -> None:
     assert trial.data.params["world_size"] == "1"
     assert trial.data.params["worker_node_ids"] == head_node_id  # the trial ran on the cluster's node
     assert 0.05 <= float(trial.data.params["lr"]) <= 0.2
-    assert [m.step for m in client.get_metric_history(trial.info.run_id, "eval_accuracy")] == [10, 20]
-    assert [m.step for m in client.get_metric_history(trial.info.run_id, "train_loss")] == list(range(1, 21))
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "eval/accuracy")] == [10, 20]
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "train/loss")] == list(range(1, 21))
 
     import optuna
 

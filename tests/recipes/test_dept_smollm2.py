@@ -35,7 +35,7 @@ def test_dept_trial_on_smollm2_answers_generatively(tmp_path):
     params, metrics = trial.data.params, trial.data.metrics
     assert params["dept_kind"] == "causal" and params["model"] == "smollm2" and params["dept_d"] == "576"
     assert params["dept_readout"] == "words"  # answers are generated words, matched to labels
-    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and "stepgame_acc" in metrics
+    assert 0.0 <= metrics["eval/accuracy"] <= 1.0 and "stepgame/acc" in metrics
     # the final evaluation scored every row's generated answer (matched or not), on the 8 eval rows
-    assert 0.0 <= metrics["stepgame_unmatched_share"] <= 1.0
+    assert 0.0 <= metrics["stepgame/unmatched_share"] <= 1.0
     assert params["eval_examples"] == "8"

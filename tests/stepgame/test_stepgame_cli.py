@@ -100,5 +100,5 @@ def test_eval_writes_results_and_logs_to_a_run(generated, tmp_path, monkeypatch,
     metrics = json.loads((out / "stepgame_results.json").read_text())["metrics"]
     assert metrics["acc_k1"] == 0.0 and metrics["acc_k3"] == expected and metrics["unmatched_share"] == 0.5
     logged = MlflowClient(uri).get_run(run_id).data.metrics
-    assert logged["stepgame_acc_k3"] == expected and logged["stepgame_acc_k1"] == 0.0
+    assert logged["stepgame/acc_k3"] == expected and logged["stepgame/acc_k1"] == 0.0
     assert "StepGame evaluation" in capsys.readouterr().out

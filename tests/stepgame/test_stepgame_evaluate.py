@@ -94,8 +94,8 @@ def test_log_to_mlflow_only_inside_a_run(result, tmp_path, tracking_uri):
         assert log_to_mlflow(result, out) is True
     client = MlflowClient(tracking_uri)
     metrics = client.get_run(run.info.run_id).data.metrics
-    assert metrics["stepgame_acc"] == 0.5 and metrics["stepgame_acc_k1"] == 1.0
-    assert metrics["stepgame_acc_hops1"] == pytest.approx(2 / 3) and metrics["stepgame_noisy_acc"] == 0.0
+    assert metrics["stepgame/acc"] == 0.5 and metrics["stepgame/acc_k1"] == 1.0
+    assert metrics["stepgame/acc_hops1"] == pytest.approx(2 / 3) and metrics["stepgame/noisy_acc"] == 0.0
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "stepgame")}
     assert logged == {f"stepgame/{name}" for name in FILES}
 

@@ -73,19 +73,40 @@ def test_sweep_records_params_metrics_artifacts(sweep):
         d, s, m, r = 32, 160, 4, 2
         assert int(p["dept_trainable_params"]) == m * d + r * (s + d)  # exact DePT budget
         assert int(p["trainable_params"]) == m * d + r * (s + d) + int(p["dept_head_params"])
-        steps = [m.step for m in client.get_metric_history(t.info.run_id, "eval_accuracy")]
+        steps = [m.step for m in client.get_metric_history(t.info.run_id, "eval/accuracy")]
         assert steps == [3, 6]
-        assert [m.step for m in client.get_metric_history(t.info.run_id, "train_loss")] == list(range(1, 7))
-        for name in ("lr_prompt", "lr_lowrank", "lr_head", "tokens_per_s", "peak_memory_mb"):
+        assert [m.step for m in client.get_metric_history(t.info.run_id, "train/loss")] == list(range(1, 7))
+        for name in ("train/lr_prompt", "train/lr_lowrank", "train/lr_head", "system/tokens_per_s",
+                     "system/peak_memory_mb"):
             assert client.get_metric_history(t.info.run_id, name), name
         files = {a.path for a in client.list_artifacts(t.info.run_id, "adapter")}
         assert {"adapter/adapter.safetensors", "adapter/adapter_config.json", "adapter/raypost_adapter.json"} <= files
         # trials log plain adapter files (and the step they are from); the pyfunc model waits for promote
         assert int(t.data.tags["raypost.adapter_step"]) in (3, 6) and "raypost.model_uri" not in t.data.tags
         # final StepGame evaluation: accuracy per k and the tables/plot
-        assert {"stepgame_acc", "stepgame_acc_k1", "stepgame_acc_k2"} <= set(t.data.metrics)
-        assert 0.0 <= t.data.metrics["stepgame_acc_k1"] <= 1.0
+        assert {"stepgame/acc", "stepgame/acc_k1", "stepgame/acc_k2"} <= set(t.data.metrics)
+        assert 0.0 <= t.data.metrics["stepgame/acc_k1"] <= 1.0
         assert client.list_artifacts(t.info.run_id, "evaluation")
+
+
+def test_sweep_opens_in_the_ui_on_its_trials_with_their_columns(sweep):
+    """The sweep's shared view (an experiment tag MLflow's UI opens by key) and the link
+    `raypost ui` prints for it; tests/tracking/test_ui.py renders it in Chromium."""
+    from raypost.tracking.cli import experiment_links
+
+    tmp, uri = sweep
+    exp = _client(uri).get_experiment_by_name("raypost-dept")
+    view = json.loads(exp.tags["mlflow.sharedViewState.reg"])
+    assert view["searchFilter"] == "tags.`raypost.sweep` = 'reg' and tags.`raypost.role` = 'trial'"
+    assert view["orderByKey"] == "metrics.`eval/best_accuracy`" and view["orderByAsc"] is False
+    assert view["selectedColumns"][:3] == ["params.`lr_head`", "metrics.`eval/best_accuracy`", "metrics.`eval/accuracy`"]
+    trial = next(r for r in _client(uri).search_runs([exp.experiment_id]) if r.data.tags["raypost.role"] == "trial")
+    for column in view["selectedColumns"][:3]:  # each names something the trials really have
+        kind, key = column.split(".", 1)
+        assert key.strip("`") in getattr(trial.data, kind), column
+    links = experiment_links(uri, 5000)
+    assert links[0] == f"  raypost-dept: http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    assert links[1] == f"    sweep reg: {links[0].split(': ', 1)[1]}&viewStateShareKey=reg"
 
 
 def test_promote_load_predict_roundtrip(sweep, capsys):
@@ -99,7 +120,7 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
     client = _client(uri)
     trials = [r for r in client.search_runs([client.get_experiment_by_name("raypost-dept").experiment_id])
               if r.data.tags["raypost.role"] == "trial"]
-    best = max(trials, key=lambda r: r.data.metrics["best_eval_accuracy"])
+    best = max(trials, key=lambda r: r.data.metrics["eval/best_accuracy"])
     assert main(["promote", "reg", "--name", "stepgame-dept", "--tracking-uri", uri]) == 0
     first = client.get_model_version_by_alias("stepgame-dept", "champion")
     # promote built the pyfunc model from the run's adapter/ files, and left the run as it was
@@ -109,9 +130,9 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
     assert (promoted.info.status, promoted.info.end_time) == (best.info.status, best.info.end_time)
     assert first.run_id == best.info.run_id or first.tags["run_id"] == best.info.run_id
     assert first.tags["metric"] == "eval_accuracy" and first.tags["base_model"] == "tiny:bert"
-    assert float(first.tags["metric_value"]) == best.data.metrics["best_eval_accuracy"]
+    assert float(first.tags["metric_value"]) == best.data.metrics["eval/best_accuracy"]
     assert first.description.startswith(f"dept adapter on tiny:bert: best eval_accuracy "
-                                        f"{best.data.metrics['best_eval_accuracy']:.4g} at step ")
+                                        f"{best.data.metrics['eval/best_accuracy']:.4g} at step ")
 
     rows = read_rows(SHARED / "clean" / "qa1_valid.json", limit=40)
     from_registry = load_predictor("models:/stepgame-dept@champion", tracking_uri=uri).predict(rows)

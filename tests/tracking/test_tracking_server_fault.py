@@ -100,7 +100,7 @@ def test_sweep_survives_a_tracking_server_restart(tmp_path, ray_cluster):
         assert len(done) == 3 and len({t.data.tags["raypost.trial_id"] for t in done}) == 3
         assert all(t.info.status == "FINISHED" for t in done)
         for t in done:  # each evaluation once: a retried trial re-logs nothing it had logged
-            steps = [m.step for m in client.get_metric_history(t.info.run_id, "eval_accuracy")]
+            steps = [m.step for m in client.get_metric_history(t.info.run_id, "eval/accuracy")]
             assert sorted(steps) == [10, 20, 30, 40], steps
     finally:
         os.killpg(server.pid, signal.SIGKILL)

@@ -32,9 +32,9 @@ def test_killed_worker_restarts_from_checkpoint(ray_cluster, tmp_path, tracking_
     (trial,) = [r for r in mlflow_client.search_runs([mlflow_client.get_experiment_by_name(
         "raypost-raypost.recipes.synthetic").experiment_id]) if r.data.tags["raypost.role"] == "trial"]
     assert trial.info.status == "FINISHED"
-    resumed = mlflow_client.get_metric_history(trial.info.run_id, "resumed_from_step")
+    resumed = mlflow_client.get_metric_history(trial.info.run_id, "system/resumed_from_step")
     assert [m.value for m in resumed] == [10.0]  # restarted from the step-10 checkpoint, not from 0
-    evals = mlflow_client.get_metric_history(trial.info.run_id, "eval_accuracy")
+    evals = mlflow_client.get_metric_history(trial.info.run_id, "eval/accuracy")
     assert [m.step for m in evals] == [10, 20, 30]
     assert results[0].metrics["step"] == 30
 
@@ -116,4 +116,4 @@ search:
         assert t["values"][1] == 2 * 16 * t["params"]["delta_rank"]
     for t in trials:
         if t.info.run_id in done_before:  # not trained again: one eval per 10 steps, no more
-            assert [m.step for m in mlflow_client.get_metric_history(t.info.run_id, "eval_accuracy")] == [10, 20]
+            assert [m.step for m in mlflow_client.get_metric_history(t.info.run_id, "eval/accuracy")] == [10, 20]

@@ -57,11 +57,11 @@ def test_the_objective_decides_the_logged_and_promoted_adapter(tmp_path):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               filter_string="tags.`raypost.role` = 'trial'")
     (trial,) = runs
-    losses = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, "eval_loss")}
-    accuracy = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, "eval_accuracy")}
+    losses = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, "eval/loss")}
+    accuracy = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, "eval/accuracy")}
     assert max(accuracy, key=accuracy.get) == 4 and min(losses, key=losses.get) == 8  # the two disagree
     assert trial.data.tags["raypost.adapter_step"] == "8"
-    assert trial.data.metrics["best_eval_loss"] == 0.0 and "best_eval_accuracy" not in trial.data.metrics
+    assert trial.data.metrics["eval/best_loss"] == 0.0 and "eval/best_accuracy" not in trial.data.metrics
     local = client.download_artifacts(trial.info.run_id, "adapter", str(tmp_path / "dl"))
     assert json.loads((Path(local) / "raypost_adapter.json").read_text())["evaluation"] == 4  # step 8's files
 

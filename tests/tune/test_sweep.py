@@ -50,14 +50,17 @@ def test_sweep_two_workers_asha_mlflow(ray_cluster, tmp_path, tracking_uri, mlfl
         assert t.data.params["world_size"] == "2"
         assert t.data.params["optimizer"] == "DeepSpeedZeroOptimizer"
         assert t.data.params["trainable_params"] == str(16 * 4 * 2)
-        hist = mlflow_client.get_metric_history(t.info.run_id, "eval_accuracy")
+        hist = mlflow_client.get_metric_history(t.info.run_id, "eval/accuracy")
         histories[t.data.params["lr"]] = histories.get(t.data.params["lr"], []) + [hist]
         assert [m.step for m in hist] == sorted(m.step for m in hist) and hist[0].step == 10
         # both ranks hold identical trainable weights after every step (gradients averaged)
-        diffs = mlflow_client.get_metric_history(t.info.run_id, "replica_max_diff")
-        assert diffs and all(d.value == 0.0 for d in diffs)
-        assert len(mlflow_client.get_metric_history(t.info.run_id, "train_loss")) >= 10
-        assert mlflow_client.get_metric_history(t.info.run_id, "tokens_per_s")[-1].value > 0
+        # (the largest difference over all evaluations, a tag: a constant is not a metric curve)
+        assert float(t.data.tags["raypost.replica_max_diff"]) == 0.0
+        assert int(t.data.tags["raypost.steps_completed"]) == hist[-1].step
+        assert len(mlflow_client.get_metric_history(t.info.run_id, "train/loss")) >= 10
+        assert mlflow_client.get_metric_history(t.info.run_id, "system/tokens_per_s")[-1].value > 0
+        # every curve sits in a chart section (eval/, train/, system/, ...); no constant is one
+        assert all("/" in k for k in t.data.metrics), sorted(t.data.metrics)
 
     good = histories["0.1"][0]
     assert [m.step for m in good] == [10, 20, 30, 40]
@@ -65,12 +68,12 @@ def test_sweep_two_workers_asha_mlflow(ray_cluster, tmp_path, tracking_uri, mlfl
     stopped = [t for t in trials if t.data.tags.get("raypost.stopped_early") == "true"]
     assert len(stopped) >= 1 and all(t.data.params["lr"] == "0.0" for t in stopped)
     for t in stopped:
-        assert len(mlflow_client.get_metric_history(t.info.run_id, "eval_accuracy")) < 4
+        assert len(mlflow_client.get_metric_history(t.info.run_id, "eval/accuracy")) < 4
 
     best_id = parent[0].data.tags["raypost.best_run_id"]
     best = mlflow_client.get_run(best_id)
     assert best.data.params["lr"] == "0.1"
-    assert parent[0].data.metrics["best_eval_accuracy"] == best.data.metrics["best_eval_accuracy"] == good[-1].value
+    assert parent[0].data.metrics["eval/best_accuracy"] == best.data.metrics["eval/best_accuracy"] == good[-1].value
     assert yaml.safe_load((tmp_path / "ray" / "sweep-a" / "best_config.yaml").read_text())["lr"] == 0.1
     assert "adapter.safetensors" in {a.path.split("/")[-1] for a in mlflow_client.list_artifacts(best_id, "adapter")}
     # the adapter is logged as plain artifacts when the metric improves; the pyfunc model is built

@@ -61,10 +61,10 @@ def trial_runs(client, method):
 def check_common(client, trial, method):
     assert trial.info.status == "FINISHED"
     assert trial.data.params["method"] == method and trial.data.params["world_size"] in ("1", "2")
-    accuracy = client.get_metric_history(trial.info.run_id, "eval_accuracy")
+    accuracy = client.get_metric_history(trial.info.run_id, "eval/accuracy")
     assert [m.step for m in accuracy] == [2, 4] and all(0.0 <= m.value <= 1.0 for m in accuracy)
-    assert all(d.value == 0.0 for d in client.get_metric_history(trial.info.run_id, "replica_max_diff"))
-    assert "stepgame_acc_k" + ("1" if method == "im" else "2") in trial.data.metrics  # final per-k table
+    assert float(trial.data.tags["raypost.replica_max_diff"]) == 0.0  # at every evaluation (the largest)
+    assert "stepgame/acc_k" + ("1" if method == "im" else "2") in trial.data.metrics  # final per-k table
     artifacts = {a.path for a in client.list_artifacts(trial.info.run_id, "evaluation")}
     assert "evaluation/stepgame_results.md" in artifacts
     meta_path = client.download_artifacts(trial.info.run_id, "adapter/raypost_adapter.json")
@@ -81,7 +81,7 @@ def test_sweep_im(ray_cluster, tmp_path, tracking_uri, mlflow_client):
         meta = check_common(mlflow_client, trial, "im")
         assert meta["method"] == "im" and meta["trainable"] == trainable and meta["kind"] == "causal"
         assert trial.data.params["im_kind"] == "causal" and trial.data.params["model"] == "tiny:gpt2"
-        assert len(mlflow_client.get_metric_history(trial.info.run_id, "eval_output_loss")) == 2
+        assert len(mlflow_client.get_metric_history(trial.info.run_id, "eval/output_loss")) == 2
         files = {a.path.split("/")[-1] for a in mlflow_client.list_artifacts(trial.info.run_id, "adapter")}
         assert ("adapter_model.safetensors" if trainable == "lora" else "model.safetensors") in files
     full, lora = by_trainable["full"], by_trainable["lora"]
@@ -98,7 +98,7 @@ def test_sweep_im(ray_cluster, tmp_path, tracking_uri, mlflow_client):
 
     rows = load_eval_rows(StepgameDataConfig(train_k="1", train_per_k=4, eval_k="1", eval_per_k=3))
     accuracy = sum(p == r["label"] for p, r in zip(predictor.predict(rows), rows)) / len(rows)
-    assert accuracy == pytest.approx(lora.data.metrics["best_eval_accuracy"])
+    assert accuracy == pytest.approx(lora.data.metrics["eval/best_accuracy"])
 
 
 def test_sweep_pcp(ray_cluster, tmp_path, tracking_uri, mlflow_client):
@@ -112,11 +112,11 @@ def test_sweep_pcp(ray_cluster, tmp_path, tracking_uri, mlflow_client):
         assert params["world_size"] == "2" and params["labelled_examples"] == "9"
         # stage 1 averaged its gradients over both ranks: identical weights before DeepSpeed starts
         assert float(params["cpt_replica_max_diff"]) == 0.0
-        cpt = mlflow_client.get_metric_history(trial.info.run_id, "cpt_loss")
+        cpt = mlflow_client.get_metric_history(trial.info.run_id, "cpt/loss")
         assert [m.step for m in cpt] == list(range(1, int(params["cpt_steps"]) + 1))
         assert float(params["cpt_loss_first"]) == cpt[0].value and float(params["cpt_loss_last"]) == cpt[-1].value
         assert {"mask_prob", "cpt_lr", "ft_lr", "template", "verbalizer_words"} <= set(params)
-        pseudo = mlflow_client.get_metric_history(trial.info.run_id, "pseudo_label_loss")
+        pseudo = mlflow_client.get_metric_history(trial.info.run_id, "cpt/pseudo_label_loss")
         if params["pseudo_label_steps"] == "2":  # both ranks got the same labels: stage 1 stayed in sync
             assert [m.step for m in pseudo] == [1, 2] and 0.0 <= float(params["pseudo_label_accuracy"]) <= 1.0
             assert sum(int(c.split(":")[1]) for c in params["pseudo_label_counts"].split(",")) == 12
@@ -146,8 +146,8 @@ def test_sweep_finetune(ray_cluster, tmp_path, tracking_uri, mlflow_client):
         meta = check_common(mlflow_client, trial, "finetune")
         assert meta["method"] == "finetune" and meta["kind"] == "classifier"
         assert trial.data.params["optimizer"] == "DeepSpeedZeroOptimizer_Stage3" and trial.data.params["world_size"] == "2"
-        assert 0 <= float(trial.data.metrics["eval_accuracy"]) <= 1 and trial.data.metrics["stepgame_acc"] == \
-            trial.data.metrics["eval_accuracy"]  # rank 0's final evaluation reused what both ranks evaluated
+        assert 0 <= float(trial.data.metrics["eval/accuracy"]) <= 1 and trial.data.metrics["stepgame/acc"] == \
+            trial.data.metrics["eval/accuracy"]  # rank 0's final evaluation reused what both ranks evaluated
         assert int(trial.data.params["trainable_params"]) == meta["trainable_params"] > 40_000  # the whole tiny BERT
         files = {a.path.split("/")[-1] for a in mlflow_client.list_artifacts(trial.info.run_id, "adapter")}
         assert {"model.safetensors", "config.json", "raypost_adapter.json"} <= files
