@@ -12,6 +12,7 @@ import yaml
 from raypost.files import write_text_atomic
 from raypost.tracking import runs
 from raypost.tracking.metric_keys import mlflow_key, objective_value, run_metrics
+from raypost.tracking.views import save_sweep_view
 
 
 def trial_table(client, parent_run_id: str, metric: str, mode: str) -> list[dict]:
@@ -67,6 +68,7 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
             experiment_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(experiment_dir / "best_config.yaml", yaml.safe_dump(best_config, sort_keys=True))
     client.log_text(parent_run_id, table, "summary.md")
+    save_sweep_view(client, parent_run_id, runs.trial_runs(client, parent_run_id))  # its charts' sections
     if study is not None:
         _log_optuna_plots(client, parent_run_id, study, space)
     errors = sum(1 for r in results if r.error) if results is not None else 0

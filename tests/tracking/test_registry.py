@@ -100,6 +100,8 @@ def test_sweep_opens_in_the_ui_on_its_trials_with_their_columns(sweep):
     assert view["searchFilter"] == "tags.`raypost.sweep` = 'reg' and tags.`raypost.role` = 'trial'"
     assert view["orderByKey"] == "metrics.`eval/best_accuracy`" and view["orderByAsc"] is False
     assert view["selectedColumns"][:3] == ["params.`lr_head`", "metrics.`eval/best_accuracy`", "metrics.`eval/accuracy`"]
+    # rewritten at the sweep's end with the chart sections its trials logged, eval and train first
+    assert [section["name"] for section in view["compareRunSections"]] == ["eval", "train", "stepgame"]
     trial = next(r for r in _client(uri).search_runs([exp.experiment_id]) if r.data.tags["raypost.role"] == "trial")
     for column in view["selectedColumns"][:3]:  # each names something the trials really have
         kind, key = column.split(".", 1)

@@ -59,7 +59,7 @@ def _sweep(client):
         "samples": 2, "fixed.steps": 240, "search.prompt_length": '{"type": "int", "low": 10, "high": 40}',
         "search.lr_prompt": '{"type": "float", "low": 0.001, "high": 0.03, "log": true}',
         "objectives": '{"eval_accuracy": "max"}'})
-    save_sweep_view(client, parent)
+    save_sweep_view(client, parent)  # at the start; the end of the sweep writes it again, below
     trials = []
     for i, (m, lr, acc) in enumerate([(20, 0.003, 0.41), (40, 0.0065, 0.45)]):
         config = {"prompt_length": m, "lr_prompt": lr, "steps": 240, "model": "minilm"}
@@ -80,6 +80,7 @@ def _sweep(client):
         client.set_tag(run, OUTCOME_TAG, "completed")
         client.set_terminated(run)
         trials.append(run)
+    save_sweep_view(client, parent, [client.get_run(r) for r in trials])
     client.set_terminated(parent)
     return parent, trials
 
@@ -109,8 +110,9 @@ def test_ui_lists_sweep_runs(tmp_path, tracking_uri, mlflow_client):
         sweep_dom = _chromium(chromium, tmp_path, "--window-size=1900,600", "--dump-dom", sweep_link).stdout
         SHOTS.mkdir(parents=True, exist_ok=True)
         _chromium(chromium, tmp_path, "--window-size=1900,600", f"--screenshot={SHOTS / 'runs-table.png'}", sweep_link)
-        _chromium(chromium, tmp_path, "--window-size=1500,1100", f"--screenshot={SHOTS / 'chart-sections.png'}",
-                  f"{sweep_link}&compareRunsMode=CHART")
+        charts = f"{sweep_link}&compareRunsMode=CHART"
+        charts_dom = _chromium(chromium, tmp_path, "--window-size=1500,1600", "--dump-dom", charts).stdout
+        _chromium(chromium, tmp_path, "--window-size=1500,1600", f"--screenshot={SHOTS / 'chart-sections.png'}", charts)
         compare = (f"http://127.0.0.1:{port}/#/compare-runs?runs={urllib.parse.quote(json.dumps(trials))}"
                    f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}&workflowType=machine_learning")
         compare_dom = _chromium(chromium, tmp_path, "--dump-dom", compare).stdout
@@ -129,6 +131,11 @@ def test_ui_lists_sweep_runs(tmp_path, tracking_uri, mlflow_client):
         assert column in sweep_dom, column
     first, second = (sweep_dom.index(f"[a1b2c3d{i}]") for i in (1, 0))
     assert first < second, "the better trial (m=40) is not listed first"
+    # the chart view: one section per metric prefix, eval and train first (system/ keys apart)
+    import re
+
+    sections = re.findall(r'white-space: pre;">([^<]+)</div><div[^>]*>\((\d+)\)', charts_dom)
+    assert sections == [("eval", "2"), ("train", "2"), ("stepgame", "3"), ("System metrics", "2")], sections
     assert "dept prompt_length=20 lr_prompt=0.003 [a1b2c3d0]" in compare_dom, compare_dom[-2000:]
     assert "lr_prompt" in compare_dom and "0.0065" in compare_dom  # the params side by side
     for shot in ("runs-table.png", "compare-two-trials.png", "chart-sections.png"):
