@@ -168,9 +168,11 @@ def test_promote_load_predict_roundtrip(sweep, capsys):
     acc = sum(p == r["label"] for p, r in zip(preds, rows)) / len(rows)
     assert f"accuracy {acc:.4f} on 40 labelled rows" in capsys.readouterr().err
 
-    # promoting again: a new version, alias moved, the first version kept
-    assert main(["promote", "reg", "--name", "stepgame-dept", "--tracking-uri", uri]) == 0
+    # promoting again (the metric by its MLflow key this time): a new version, alias moved, the
+    # first version kept
+    assert main(["promote", "reg", "--name", "stepgame-dept", "--metric", "eval/accuracy", "--tracking-uri", uri]) == 0
     second = client.get_model_version_by_alias("stepgame-dept", "champion")
+    assert second.tags["metric"] == "eval_accuracy" and second.tags["run_id"] == first.tags["run_id"]
     assert int(second.version) == int(first.version) + 1
     assert second.source == first.source  # the same adapter: its model is reused, not logged again
     assert client.get_model_version("stepgame-dept", first.version).status == "READY"
