@@ -33,7 +33,7 @@ def _sweep(sub):
     p.add_argument("--placement", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), default="PACK",
                    help="how a trial's workers are placed on nodes (Ray placement-group strategy; default PACK: "
                         "as few nodes as fit them; SPREAD: one per node where possible)")
-    p.add_argument("--name", help="sweep name (default: METHOD-<timestamp>); reuse it with --resume")
+    p.add_argument("--name", help="sweep name: letters, digits, . _ - (default: METHOD-<timestamp>); reuse it with --resume")
     p.add_argument("--resume", action="store_true", help="resume the sweep called --name; finished trials are not redone")
     p.add_argument("--scheduler", choices=("asha", "fifo"), help="early stopping (default: the space's, else asha)")
     p.add_argument("--storage", help="shared folder for Ray checkpoints and the Optuna study (default: ./ray_results)")

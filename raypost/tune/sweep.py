@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -26,6 +27,8 @@ from raypost import knobs
 from raypost.errors import ConfigError, Interrupted
 from raypost.train.launch import Scaling, build_trainer
 from raypost.tune.space import SearchSpace, default_space_file, load_space, load_yaml, parse_overrides, space_bounds
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass
@@ -325,6 +328,11 @@ def check_flags(args) -> None:
         value = getattr(args, flag, None)
         if value is not None and value < low:
             raise ConfigError(f"--{flag.replace('_', '-')}={value:g} must be at least {low:g}")
+    name = getattr(args, "name", None)
+    if name is not None and not SWEEP_NAME.fullmatch(name):
+        # the name becomes an MLflow filter value and tag key, a UI link key and a storage folder
+        raise ConfigError(f"--name {name!r}: a sweep name is 1-100 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit")
 
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:

@@ -148,6 +148,9 @@ def test_dept_bad_readout_exits_2_before_ray(tmp_path, capsys, tracking_uri, fix
     (["--workers", "0"], "raypost: error: --workers=0 must be at least 1"),
     (["--samples", "0"], "raypost: error: --samples=0 must be at least 1"),
     (["--cpus-per-worker", "0"], "raypost: error: --cpus-per-worker=0 must be at least 0.01"),
+    (["--name", "it's"], "raypost: error: --name \"it's\": a sweep name is 1-100 letters, digits"),
+    (["--name", "a/b"], "raypost: error: --name 'a/b': a sweep name is 1-100 letters, digits"),
+    (["--name", "x" * 101], "raypost: error: --name 'xxxx"),
 ])
 def test_bad_flags_name_the_flag_not_the_file(tmp_path, capsys, argv, expected, tracking_uri):
     """A value the user typed on the command line is blamed on the flag, never silently replaced."""
