@@ -231,7 +231,8 @@ def mlflow_costs(store: Path, adapter_dir: Path, cfg: dict, setup) -> dict:
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in {**cfg, **setup.params}.items()])
     out["log_params_s"] = time.perf_counter() - t
     now = int(time.time() * 1000)
-    window = [Metric(k, 1.0, now, s) for s in range(20) for k in ("train_loss", "lr_prompt", "lr_lowrank", "lr_head")]
+    window = [Metric(k, 1.0, now, s) for s in range(20)  # the keys a DePT trial logs per step
+              for k in ("train/loss", "train/lr_prompt", "train/lr_lowrank", "train/lr_head")]
     t = time.perf_counter()
     client.log_batch(run_id, metrics=window)
     out["log_batch_80_metrics_s"] = time.perf_counter() - t

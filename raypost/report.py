@@ -101,7 +101,7 @@ def load_sweep(client, name: str) -> Sweep:
     from mlflow.exceptions import MlflowException
 
     from raypost.tracking import runs
-    from raypost.tracking.metric_keys import objective_value, run_metrics
+    from raypost.tracking.metric_keys import mlflow_key, objective_value, run_metrics
 
     try:
         parent = runs.find_sweep_run(client, name)
@@ -139,7 +139,7 @@ def load_sweep(client, name: str) -> Sweep:
                             f"(finish or --resume it first)")
     if all(t.score is None for t in trials):
         raise TrackingError(f"sweep {name!r}: no finished trial logged its objective {metric!r} "
-                            f"(nor best_{metric}); nothing to rank")
+                            f"(nor its best, {mlflow_key('best_' + metric)!r}); nothing to rank")
     trials.sort(key=lambda t: (t.name, t.run_id))
     return Sweep(name=name, run_id=parent.info.run_id, experiment_id=parent.info.experiment_id, method=method,
                  metric=metric, mode=mode, status=parent.info.status,

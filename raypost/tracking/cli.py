@@ -95,14 +95,14 @@ def experiment_links(tracking_uri: str, port: int) -> list[str]:
     try:
         from mlflow.tracking import MlflowClient
 
-        experiments = MlflowClient(tracking_uri).search_experiments()
+        client = MlflowClient(tracking_uri)
+        lines = []
+        for e in client.search_experiments():
+            if e.name.startswith(EXPERIMENT_PREFIX):
+                lines.append(f"  {e.name}: {experiment_link(port, e.experiment_id)}")
+                lines += [f"    sweep {s}: {sweep_link(port, e.experiment_id, s)}" for s in sweeps_with_views(client, e)]
     except Exception:  # the UI itself will report a store it cannot open
         return []
-    lines = []
-    for e in experiments:
-        if e.name.startswith(EXPERIMENT_PREFIX):
-            lines.append(f"  {e.name}: {experiment_link(port, e.experiment_id)}")
-            lines += [f"    sweep {s}: {sweep_link(port, e.experiment_id, s)}" for s in sweeps_with_views(e)]
     return lines
 
 

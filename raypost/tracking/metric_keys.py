@@ -73,7 +73,9 @@ def split_constants(metrics: dict) -> tuple[dict, dict]:
 def run_metrics(run) -> dict[str, float]:
     """A run's latest metric values under their flat names, with the constants kept as params
     and tags read back (``step``, ``replica_max_diff``, ``trainable_params``)."""
-    out = {flat_name(k): v for k, v in run.data.metrics.items()}
+    # a trial resumed across the change to grouped keys has both; the grouped (newer) one wins
+    ordered = sorted(run.data.metrics.items(), key=lambda kv: "/" in kv[0])
+    out = {flat_name(k): v for k, v in ordered}
     for name, tag in AS_TAGS.items():
         if tag in run.data.tags:
             out[name] = float(run.data.tags[tag])

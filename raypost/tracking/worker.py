@@ -11,6 +11,7 @@ become tags (``raypost.tracking.metric_keys``).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class WorkerLogger:
             if STEP_TAG in tags:
                 self._tags[STEP_TAG] = str(int(tags[STEP_TAG]))
             if REPLICA_TAG in tags:
-                self._replica_max = max(self._replica_max, float(tags[REPLICA_TAG]))
+                self._replica_max = _worse(self._replica_max, float(tags[REPLICA_TAG]))
                 self._tags[REPLICA_TAG] = repr(self._replica_max)
 
     def flush(self) -> None:
@@ -106,3 +107,9 @@ class WorkerLogger:
         self.flush()
         if self.enabled and any(artifacts_dir.iterdir()):
             self.client.log_artifacts(self.run_id, str(artifacts_dir), artifact_path="evaluation")
+
+
+def _worse(a: float, b: float) -> float:
+    """The larger replica difference, where NaN (weights gone NaN on a rank) beats any number:
+    ``max(0.0, nan)`` is 0.0, which would record a broken trial as in sync."""
+    return b if math.isnan(b) or (not math.isnan(a) and b > a) else a

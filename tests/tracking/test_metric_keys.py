@@ -101,3 +101,30 @@ def test_old_flat_runs_read_the_same(client):
     assert a == pytest.approx(b) and a["step"] == 4 and a["trainable_params"] == 99
     for metric in ("eval_accuracy", "eval/accuracy"):  # ranked by the best value, either spelling
         assert objective_value(client.get_run(old), metric) == objective_value(client.get_run(new), metric) == 0.4
+
+
+def test_a_nan_replica_difference_is_kept_not_read_as_in_sync(client):
+    """max(0.0, nan) is 0.0 in Python: a rank whose weights went NaN must not read as in sync,
+    in this worker or in one restarted after it."""
+    import math
+
+    run_id = _run(client)
+    log = WorkerLogger(run_id, client.tracking_uri, enabled=True)
+    log.log_params({})
+    for step, diff in ((1, 0.0), (2, float("nan")), (3, 0.0)):
+        log.add(step, step=step, replica_max_diff=diff)
+    log.flush()
+    assert math.isnan(float(client.get_run(run_id).data.tags[REPLICA_TAG]))
+    again = WorkerLogger(run_id, client.tracking_uri, enabled=True)
+    again.log_params({})
+    again.add(4, step=4, replica_max_diff=1e-3)
+    again.flush()
+    assert math.isnan(run_metrics(client.get_run(run_id))["replica_max_diff"])
+
+
+def test_a_run_with_old_and_new_keys_reads_the_new_ones(client):
+    """A trial resumed across the change has both spellings; the grouped (newer) value wins."""
+    run_id = _run(client)
+    client.log_metric(run_id, "eval/accuracy", 0.6, step=20)
+    client.log_metric(run_id, "eval_accuracy", 0.9, step=10)
+    assert run_metrics(client.get_run(run_id))["eval_accuracy"] == 0.6

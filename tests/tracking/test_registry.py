@@ -96,7 +96,9 @@ def test_sweep_opens_in_the_ui_on_its_trials_with_their_columns(sweep):
 
     tmp, uri = sweep
     exp = _client(uri).get_experiment_by_name("raypost-dept")
-    view = json.loads(exp.tags["mlflow.sharedViewState.reg"])
+    saved = json.loads(exp.tags["mlflow.sharedViewState.reg"])  # MLflow's saved-view envelope: in its Views menu
+    assert saved["name"] == "sweep reg" and saved["updatedAt"] >= saved["createdAt"] > 0
+    view = json.loads(saved["state"])
     assert view["searchFilter"] == "tags.`raypost.sweep` = 'reg' and tags.`raypost.role` = 'trial'"
     assert view["orderByKey"] == "metrics.`eval/best_accuracy`" and view["orderByAsc"] is False
     assert view["selectedColumns"][:3] == ["params.`lr_head`", "metrics.`eval/best_accuracy`", "metrics.`eval/accuracy`"]
