@@ -15,10 +15,10 @@ from raypost.tracking.metric_keys import mlflow_key, objective_value, run_metric
 from raypost.tracking.views import save_sweep_view
 
 
-def trial_table(client, parent_run_id: str, metric: str, mode: str) -> list[dict]:
-    """One row per trial from MLflow (the source of truth), best first."""
+def trial_table(trial_runs: list, metric: str, mode: str) -> list[dict]:
+    """One row per trial run read from MLflow (the source of truth), best first."""
     rows = []
-    for run in runs.trial_runs(client, parent_run_id):
+    for run in trial_runs:
         rows.append({"trial": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status,
                      metric: objective_value(run, metric), "steps": run_metrics(run).get("step"),
                      "trainable_params": run.data.params.get("trainable_params"),
@@ -56,7 +56,8 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
     runs.close_dangling_trials(client, parent_run_id, interrupted=interrupted)
     _tag_stopped_early(client, parent_run_id, results, skip=interrupted or set())
     metric, mode = space.metric, space.mode
-    rows = trial_table(client, parent_run_id, metric, mode)
+    trial_runs = runs.trial_runs(client, parent_run_id)  # after the closing and tagging above
+    rows = trial_table(trial_runs, metric, mode)
     table = format_table(rows, metric, list(space.search))
     best = next((r for r in rows if r[metric] is not None), None)
     if best:
@@ -68,7 +69,7 @@ def finish_sweep_run(client, parent_run_id: str, results, space, experiment_dir:
             experiment_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(experiment_dir / "best_config.yaml", yaml.safe_dump(best_config, sort_keys=True))
     client.log_text(parent_run_id, table, "summary.md")
-    save_sweep_view(client, parent_run_id, runs.trial_runs(client, parent_run_id))  # its charts' sections
+    save_sweep_view(client, parent_run_id, trial_runs)  # again, with the chart sections the trials logged
     if study is not None:
         _log_optuna_plots(client, parent_run_id, study, space)
     errors = sum(1 for r in results if r.error) if results is not None else 0

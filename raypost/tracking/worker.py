@@ -70,9 +70,9 @@ class WorkerLogger:
         if self.enabled and (self._pending or self._tags):
             from mlflow.entities import RunTag
 
-            tags = [RunTag(k, v) for k, v in self._tags.items()]
-            for i in range(0, max(len(self._pending), 1), 1000):  # MLflow's per-call limit
-                self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000], tags=tags if i == 0 else [])
+            # one call: MlflowClient.log_batch splits what exceeds the server's per-request limits
+            self.client.log_batch(self.run_id, metrics=self._pending,
+                                  tags=[RunTag(k, v) for k, v in self._tags.items()])
             self._pending, self._tags = [], {}
 
     def progress(self, step: int, total: int, force: bool = False) -> None:
