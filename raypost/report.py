@@ -21,7 +21,6 @@ The same files are logged to each sweep's parent run under ``report/``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -113,12 +112,7 @@ def load_sweep(client, name: str) -> Sweep:
     params = parent.data.params
     experiment = client.get_experiment(parent.info.experiment_id).name
     method = params.get("fixed.method") or experiment.removeprefix("raypost-")
-    try:
-        objectives = json.loads(params.get("objectives", "{}")) or {"eval_accuracy": "max"}
-    except json.JSONDecodeError:
-        objectives = {"eval_accuracy": "max"}
-    metric = next(iter(objectives))
-    mode = objectives[metric]
+    (metric, mode), *_ = runs.sweep_objectives(parent).items()
     trials, excluded = [], {}
     for run in runs.trial_runs(client, parent.info.run_id):
         status = run.info.status

@@ -18,7 +18,7 @@ curves), so every reader works on old and new stores alike.
 
 from __future__ import annotations
 
-SECTIONS = ("eval", "train", "stepgame", "cpt")  # <section>_<rest> -> <section>/<rest>
+SECTIONS = ("eval", "train", "stepgame", "cpt")  # <section>_<rest> -> <section>/<rest>; the UI shows them in this order
 SYSTEM = ("tokens_per_s", "train_s", "cpu_s", "peak_memory_mb", "resumed_from_step")
 RENAMED = {"pseudo_label_loss": "cpt/pseudo_label_loss"}  # PCP's stage-1 pseudo-labelling, beside cpt/loss
 BEST = "best_"

@@ -113,8 +113,9 @@ def best_trial_run(client, target: str, metric: str | None, mode: str | None):
         except Exception:
             raise TrackingError(f"no sweep or run named {target!r} in {client.tracking_uri}") from None
         return run, metric or run.data.params.get("metric", "eval_accuracy")
-    metric = metric or _sweep_metric(sweep)
-    mode = mode or _sweep_mode(sweep, metric)
+    objectives = runs.sweep_objectives(sweep)
+    metric = metric or next(iter(objectives))
+    mode = mode or objectives.get(metric, "max")
     candidates = [r for r in runs.trial_runs(client, sweep.info.run_id)
                   if ADAPTER_TAG in r.data.tags or MODEL_URI_TAG in r.data.tags]
     scored = [(objective_value(r, metric), r) for r in candidates]
@@ -122,19 +123,6 @@ def best_trial_run(client, target: str, metric: str | None, mode: str | None):
     if not scored:
         raise TrackingError(f"metric {metric!r} was not logged by any finished trial of sweep {target!r}")
     return (max if mode == "max" else min)(scored, key=lambda vr: vr[0])[1], metric
-
-
-def _sweep_metric(sweep_run) -> str:
-    import json
-
-    objectives = json.loads(sweep_run.data.params.get("objectives", '{"eval_accuracy": "max"}'))
-    return next(iter(objectives))
-
-
-def _sweep_mode(sweep_run, metric: str) -> str:
-    import json
-
-    return json.loads(sweep_run.data.params.get("objectives", "{}")).get(metric, "max")
 
 
 def promote(client, target: str, name: str, metric: str | None = None, mode: str | None = None,

@@ -143,6 +143,20 @@ def start_sweep_run(client, method: str, sweep: str, resume: bool, params: dict)
     return run.info.run_id
 
 
+DEFAULT_OBJECTIVES = {"eval_accuracy": "max"}  # what a sweep run without an objectives param was ranked by
+
+
+def sweep_objectives(sweep_run) -> dict[str, str]:
+    """``{metric: "max" | "min"}`` of a sweep's parent run, in the space's order (the first one
+    ranks trials, picks the adapter and is the one with a logged best)."""
+    import json
+
+    try:
+        return json.loads(sweep_run.data.params.get("objectives") or "{}") or dict(DEFAULT_OBJECTIVES)
+    except json.JSONDecodeError:
+        return dict(DEFAULT_OBJECTIVES)
+
+
 def trial_run(client, parent_run_id: str, trial_id: str, trial_name: str, params: dict) -> str:
     """The child run of a trial: created once, found again after a resume or a retry."""
     parent = client.get_run(parent_run_id)

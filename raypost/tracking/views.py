@@ -15,11 +15,10 @@ import json
 import time
 import urllib.parse
 
-from raypost.tracking.metric_keys import AS_PARAMS, AS_TAGS, mlflow_key
-from raypost.tracking.runs import OUTCOME_TAG, ROLE_TAG, SWEEP_TAG
+from raypost.tracking.metric_keys import AS_PARAMS, AS_TAGS, SECTIONS, mlflow_key
+from raypost.tracking.runs import OUTCOME_TAG, ROLE_TAG, SWEEP_TAG, sweep_objectives
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow's own prefix for saved views
-SECTION_ORDER = ("eval", "train", "stepgame", "cpt")  # chart sections (metric key prefixes), in this order
 # MLflow 3 opens an experiment in its GenAI mode unless told otherwise (a browser-wide setting,
 # which the experiment's mlflow.experimentKind tag does not change); this opens the training runs
 RUNS_VIEW = "runs?workflowType=machine_learning"
@@ -53,10 +52,11 @@ def sweep_view(sweep: str, searched: list[str], objectives: dict[str, str], sect
 
 
 def chart_sections(metric_keys) -> list[str]:
-    """The sections ``metric_keys`` fall in, ``SECTION_ORDER`` first, then the others by name;
+    """The sections ``metric_keys`` fall in, raypost's own (``metric_keys.SECTIONS``) first in that
+    order, then the others by name;
     MLflow's own ``system/`` section is left to MLflow (it puts it last)."""
     found = {key.split("/", 1)[0] for key in metric_keys if "/" in key} - {"system"}
-    return [s for s in SECTION_ORDER if s in found] + sorted(found - set(SECTION_ORDER))
+    return [s for s in SECTIONS if s in found] + sorted(found - set(SECTIONS))
 
 
 def save_sweep_view(client, parent_run_id: str, trial_runs: list | None = None) -> None:
@@ -67,7 +67,7 @@ def save_sweep_view(client, parent_run_id: str, trial_runs: list | None = None) 
     parent = client.get_run(parent_run_id)
     params, sweep = parent.data.params, parent.data.tags[SWEEP_TAG]
     searched = sorted(k[len("search."):] for k in params if k.startswith("search."))
-    objectives = json.loads(params.get("objectives") or "{}") or {"eval_accuracy": "max"}
+    objectives = sweep_objectives(parent)
     sections = chart_sections({k for r in trial_runs for k in r.data.metrics}) if trial_runs else ["eval", "train"]
     key = VIEW_TAG_PREFIX + sweep
     now = int(time.time() * 1000)
